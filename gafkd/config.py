@@ -1,0 +1,295 @@
+"""Run configuration: frozen dataclasses loaded from TOML.
+
+One run is one `RunConfig`. A TOML file holds its tables (`[data]`, `[imaging]`, `[student]`,
+`[train]`, `[teachers.<role>]`) and any field can be overridden with ``--set key=value``.
+Unknown keys and values of the wrong type raise `ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+TeacherRole = Literal["signal", "image"]
+
+
+class ConfigError(ValueError):
+    """Bad user input: names the thing, the value received, the value expected and the fix."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: Literal["geneactiv", "npz", "watch", "basic_motions"] = "watch"
+    path: str = ""  # GENEActiv root folder or .npz file; unused by the bundled sets
+    window: int = 500  # samples per window (GENEActiv: the Window-size-<W> folder)
+    stride: int = 0  # windowing stride for long recordings (watch); 0 means window // 2
+    classes: int = 14  # GENEActiv: 14, or 7 through the grouping in `mapping`
+    mapping: str = ""  # 7-class grouping file; empty means the package default
+    test_subjects: tuple[int, ...] = ()  # held-out subjects; empty means drawn by split_seed
+    val_subjects: tuple[int, ...] = ()  # optional validation subjects
+    test_fraction: float = 0.2  # share of subjects drawn for test when none are listed
+    val_fraction: float = 0.0  # share of subjects drawn for validation when none are listed
+    split_seed: int = 0  # the split stays fixed while the run seed varies
+    standardize: bool = True  # per-channel, statistics from the training split only
+
+
+@dataclass(frozen=True)
+class ImagingConfig:
+    layout: Literal["gasf", "compound"] = "gasf"  # per-axis GASF (the lab's) or GASF+GADF+MTF
+    image_size: int = 64  # the lab's 64x64
+    sample_range: tuple[float, float] = (-1.0, 1.0)  # min-max range before arccos, as pyts
+    n_bins: int = 8  # MTF bins (compound layout), pyts default
+    strategy: Literal["quantile", "uniform", "normal"] = "quantile"  # MTF binning
+    overlapping: bool = False  # overlapping PAA windows, as pyts
+    precompute: bool = True  # images once per dataset (on the training device); False: per batch
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "wrn16_1"  # wrn<depth>_<width>
+    input: Literal["signal", "image"] = "signal"  # 1-D WRN on signals or 2-D WRN on images
+    dropout: float = 0.0  # inside the residual blocks, as in WRN
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    run: str = ""  # run directory of a finished teacher (holds config.toml and model.pt)
+    config: str = ""  # or a teacher config file, trained first when its run is not done
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200  # the lab's 200
+    batch_size: int = 64  # the lab's 64
+    lr_values: tuple[float, ...] = (0.05, 0.01, 0.001, 0.0001)  # the lab's step schedule
+    lr_steps: tuple[float, ...] = (1 / 18, 1 / 3, 2 / 3)  # switch at int(E * step)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.0  # max gradient norm; 0 turns clipping off
+    temperature: float = 4.0  # KD temperature T
+    kd_weight: float = 0.7  # lambda: weight of the KD terms against cross-entropy
+    alpha: float = 0.3  # weight of the image teacher against the signal teacher
+    standardize_logits: bool = False  # logit standardisation before the temperature
+    cache_teacher_logits: bool = True  # frozen teachers run once per dataset, not per epoch
+    augment: bool = False  # random scaling and jitter of signals; disables the logit cache
+    init_from: str = ""  # annealing init: run dir of the same architecture trained with CE
+    report: Literal["final", "best_val", "best_test"] = "final"  # which accuracy reports use
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when available
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported); no effect on CPU
+    channels_last: bool = True  # 2-D models on CUDA; no effect on CPU
+    eval_batch_size: int = 512  # batch for evaluation and teacher logits
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "run"  # readable run id
+    seed: int = 0  # model init, shuffling and augmentation
+    out_dir: str = ""  # run directory; empty means runs/<name>/seed<seed>
+    data: DataConfig = field(default_factory=DataConfig)
+    imaging: ImagingConfig = field(default_factory=ImagingConfig)
+    student: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teachers: Mapping[TeacherRole, TeacherConfig] = field(default_factory=dict)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) if self.out_dir else Path("runs") / self.name / f"seed{self.seed}"
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
+    """Read a TOML run config, apply ``key=value`` overrides and validate every field.
+
+    Relative teacher paths are resolved against the config file's folder, so a config and the
+    teacher configs it names can move together.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass the path of a .toml run config")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    table = apply_overrides(table, overrides)
+    config = from_dict(table)
+    return resolve_teacher_paths(config, path.parent)
+
+
+def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of `table` with each ``dotted.key=value`` set; values are read as TOML."""
+    table = _deep_copy(table)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value; write e.g. train.epochs=5")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare word such as data.source=watch
+        *parents, leaf = key.strip().split(".")
+        node = table
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is a value, not a table")
+        node[leaf] = value
+    return table
+
+
+def from_dict(table: Mapping[str, Any]) -> RunConfig:
+    """Build a RunConfig from nested dicts, naming the first bad key."""
+    return _build(RunConfig, table, "")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dicts of a config, ready for TOML or JSON (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, Mapping):
+            value = {k: to_dict(v) for k, v in value.items()}
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def dump_toml(table: Mapping[str, Any]) -> str:
+    """Write nested dicts of scalars and lists as TOML (enough for resolved configs)."""
+    lines: list[str] = []
+
+    def emit(prefix: str, node: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in node.items() if not isinstance(v, Mapping)}
+        tables = {k: v for k, v in node.items() if isinstance(v, Mapping)}
+        if prefix and (scalars or not tables):
+            lines.append(f"\n[{prefix}]")
+        for key, value in scalars.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        for key, value in tables.items():
+            emit(f"{prefix}.{key}" if prefix else key, value)
+
+    emit("", table)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def resolve_teacher_paths(config: RunConfig, base: Path) -> RunConfig:
+    teachers = {
+        role: TeacherConfig(
+            run=str(base / t.run) if t.run and not Path(t.run).is_absolute() else t.run,
+            config=str(base / t.config) if t.config and not Path(t.config).is_absolute() else t.config,
+        )
+        for role, t in config.teachers.items()
+    }
+    return dataclasses.replace(config, teachers=teachers)
+
+
+# -- validation ----------------------------------------------------------------------------------
+
+
+def _build(cls: type[Any], table: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a table, got {table!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(names))}")
+    values = {
+        name: _check(hints[name], value, f"{where}.{name}" if where else name)
+        for name, value in table.items()
+    }
+    config = cls(**values)
+    _check_ranges(config, where)
+    return config
+
+
+def _check(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value, key)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigError(f"config key {key!r} is {value!r}; expected one of {choices}")
+        return value
+    if origin in (Mapping, dict) or hint is Mapping:
+        key_hint, value_hint = args
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r}: expected a table, got {value!r}")
+        return {
+            _check(key_hint, k, f"{key}.{k}"): _check(value_hint, v, f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check(args[0], v, key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {value!r}")
+        return tuple(_check(a, v, key) for a, v in zip(args, value, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported config type {hint}")  # no optional fields by design
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        raise ConfigError(
+            f"config key {key!r} is {value!r} ({type(value).__name__}); expected {hint.__name__}"
+        )
+    return float(value) if hint is float else value
+
+
+def _check_ranges(config: Any, where: str) -> None:
+    positive = {
+        TrainConfig: ("epochs", "batch_size", "eval_batch_size"),
+        DataConfig: ("window",),
+        ImagingConfig: ("image_size", "n_bins"),
+    }.get(type(config), ())
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"config key {where}.{name} must be >= 1, got {getattr(config, name)}")
+    if isinstance(config, TrainConfig):
+        if len(config.lr_values) != len(config.lr_steps) + 1:
+            raise ConfigError(
+                f"config keys {where}.lr_values and lr_steps: need one more value than steps, got "
+                f"{len(config.lr_values)} values and {len(config.lr_steps)} steps"
+            )
+        for name in ("kd_weight", "alpha"):
+            if not 0.0 <= getattr(config, name) <= 1.0:
+                raise ConfigError(f"config key {where}.{name} must be in [0, 1]")
+    if isinstance(config, DataConfig) and config.classes not in (7, 14) and config.source == "geneactiv":
+        raise ConfigError(f"config key {where}.classes is {config.classes}; GENEActiv has 14 or 7")
+    if isinstance(config, TeacherConfig) and bool(config.run) == bool(config.config):
+        raise ConfigError(f"teacher {where!r}: give exactly one of run = '<run dir>' or config = '<file>'")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _deep_copy(table: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in table.items()}

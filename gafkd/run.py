@@ -1,0 +1,227 @@
+"""One run from its config: data, teachers, student, `fit`, result with provenance.
+
+`train_run` is what ``gafkd train CONFIG.toml`` calls. A run whose ``result.json`` exists is
+not trained again; a run with a checkpoint resumes from it; a teacher named by its config file
+is trained first when its own run is not done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gafkd import data, models, rundir
+from gafkd.split import Split, split_by_subject, standardize
+from gafkd.config import ConfigError, RunConfig, load_config, to_dict
+from gafkd import train
+from gafkd.train import SplitTensors, TrainingData, fit, images_of
+
+
+def train_run(config: RunConfig) -> dict[str, Any]:
+    """Train one run into its run directory and return its result record."""
+    run_dir = config.run_dir
+    done = rundir.read_result(run_dir)
+    if done is not None:
+        print(f"{config.name} seed {config.seed}: already done in {run_dir}", flush=True)
+        return done
+    _check_same_config(config, run_dir)
+    teacher_dirs = {role: _teacher_dir(role, t.run, t.config) for role, t in config.teachers.items()}
+    teachers = {role: load_model(path, config, role) for role, path in teacher_dirs.items()}
+
+    started = time.time()
+    device = resolve_device(config.train.device)
+    split = load_split(config)
+    kinds = {config.student.input} | {train.input_kind(t) for t in teachers.values()}
+    tensors = to_device(split, config, device, images="image" in kinds)
+
+    torch.manual_seed(config.seed)
+    in_channels = _in_channels(split.train.n_channels, config)
+    student = _build(config, in_channels, split.train.n_classes)
+    if config.train.init_from:  # annealing: start from a CE-only run of the same architecture
+        student.load_state_dict(_load_weights(Path(config.train.init_from), student))
+    rundir.save_config(config, run_dir)
+    result = fit(
+        student,
+        tensors,
+        config,
+        teachers=teachers,
+        run_dir=run_dir,
+        teacher_cache={role: path / "logits" for role, path in teacher_dirs.items()},
+    )
+    history = _read_history(run_dir)
+    result |= {
+        "name": config.name,
+        "run_dir": str(run_dir),
+        "n_params": sum(p.numel() for p in student.parameters()),
+        "in_channels": in_channels,
+        "classes": list(split.train.class_names),
+        "train_seconds": round(sum(row["seconds"] for row in history), 3),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "process_seconds": round(time.time() - started, 3),
+        "standardization": {"mean": split.channel_mean, "std": split.channel_std},
+        "provenance": dict(rundir.provenance(device, config.seed)),
+    }
+    rundir.save_json(result, run_dir / rundir.RESULT)
+    print(f"{config.name} seed {config.seed}: {result['report']} test accuracy "
+          f"{result['reported_acc']:.2f}% -> {run_dir / rundir.RESULT}", flush=True)
+    return result
+
+
+def resolve_device(wanted: str) -> torch.device:
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but no CUDA GPU is visible; use 'auto' or 'cpu'")
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+def load_split(config: RunConfig) -> Split:
+    """The dataset of `config.data`, split by subject and standardised with training statistics."""
+    cfg = config.data
+    arguments: dict[str, dict[str, Any]] = {
+        "geneactiv": {"path": cfg.path or None, "window": cfg.window, "classes": cfg.classes},
+        "npz": {"path": cfg.path or None},
+        "watch": {"window": cfg.window, "stride": cfg.stride or max(cfg.window // 2, 1)},
+        "basic_motions": {},
+    }
+    if cfg.source == "geneactiv" and cfg.mapping:
+        arguments["geneactiv"]["mapping"] = cfg.mapping
+    dataset = data.load_dataset(cfg.source, **arguments[cfg.source])
+    split = split_by_subject(
+        dataset,
+        test_subjects=list(cfg.test_subjects) or None,
+        val_subjects=list(cfg.val_subjects) or None,
+        test_fraction=cfg.test_fraction,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.split_seed,
+    )
+    return standardize(split) if cfg.standardize else split
+
+
+def to_device(
+    split: Split, config: RunConfig, device: torch.device, images: bool
+) -> TrainingData:
+    """Move the splits onto `device`; compute images there once when they are needed."""
+
+    def move(part: data.SignalSet) -> SplitTensors:
+        signals = torch.from_numpy(part.signals).to(device)
+        precomputed = None
+        if images and config.imaging.precompute:
+            chunks = [images_of(c, config.imaging) for c in signals.split(4096)]
+            precomputed = torch.cat(chunks)
+        return SplitTensors(signals, torch.from_numpy(part.labels).to(device), precomputed)
+
+    key = hashlib.sha256(
+        (split.train.fingerprint() + repr(asdict(config.imaging))).encode()
+    ).hexdigest()[:16]
+    return TrainingData(
+        train=move(split.train),
+        test=move(split.test),
+        val=move(split.val) if split.val is not None else None,
+        imaging=config.imaging,
+        key=key,
+    )
+
+
+def load_model(run_dir: Path, student: RunConfig, role: str) -> nn.Module:
+    """The trained model of a finished run, checked to be a fit teacher for `student`."""
+    config = load_config(run_dir / rundir.CONFIG)
+    if config.data != student.data:
+        raise ConfigError(
+            f"teacher {role!r} in {run_dir} was trained on other data ({_diff(config, student, 'data')}); "
+            "a teacher must see the same dataset and split as its student, or test subjects leak"
+        )
+    if config.student.input != role:
+        raise ConfigError(
+            f"teacher {role!r} in {run_dir} is a {config.student.input} model; "
+            f"the {role} teacher must take {role} input"
+        )
+    if role == "image" and config.imaging != student.imaging:
+        raise ConfigError(
+            f"image teacher in {run_dir} was trained on other images "
+            f"({_diff(config, student, 'imaging')}); set the student's [imaging] to match"
+        )
+    result = rundir.read_result(run_dir)
+    assert result is not None  # checked by _teacher_dir
+    model = _build(config, result["in_channels"], len(result["classes"]))
+    model.load_state_dict(_load_weights(run_dir, model))
+    return model
+
+
+def _teacher_dir(role: str, run: str, config_file: str) -> Path:
+    if run:
+        path = Path(run)
+        if rundir.read_result(path) is None:
+            raise ConfigError(
+                f"teacher {role!r}: {path} is not a finished run (no {rundir.RESULT}); train it first "
+                "or name its config file with teachers.<role>.config"
+            )
+        return path
+    teacher = load_config(config_file)
+    print(f"teacher {role!r}: {teacher.name} seed {teacher.seed} in {teacher.run_dir}", flush=True)
+    train_run(teacher)
+    return teacher.run_dir
+
+
+def _load_weights(run_dir: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    path = run_dir / rundir.MODEL
+    if not path.exists():
+        raise ConfigError(f"{path} does not exist; is {run_dir} a finished gafkd run?")
+    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    found = {k: v.shape for k, v in state.items()}
+    if expected != found:
+        raise ConfigError(
+            f"{path} holds a different architecture than {type(model).__name__} "
+            f"({len(found)} tensors, expected {len(expected)}); init_from and teachers must match"
+        )
+    return state
+
+
+def _check_same_config(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume a run directory that holds a run of another config."""
+    path = run_dir / rundir.CONFIG
+    if not path.exists():
+        return
+    saved = to_dict(load_config(path))
+    wanted = to_dict(config)
+    saved["teachers"] = wanted["teachers"] = None  # paths may be written differently
+    if saved != wanted:
+        keys = [k for k in wanted if saved.get(k) != wanted[k]]
+        raise ConfigError(
+            f"{run_dir} holds a run with another config (differs in {', '.join(keys)}); "
+            "set out_dir to a new folder, or delete the old run to start over"
+        )
+
+
+def _read_history(run_dir: Path) -> list[dict[str, Any]]:
+    state = rundir.load_checkpoint(run_dir)
+    return list(state["history"]) if state is not None else []
+
+
+def _build(config: RunConfig, in_channels: int, n_classes: int) -> nn.Module:
+    return models.build(
+        config.student.name,
+        dim=1 if config.student.input == "signal" else 2,
+        in_channels=in_channels,
+        n_classes=n_classes,
+        dropout=config.student.dropout,
+    )
+
+
+def _in_channels(n_channels: int, config: RunConfig) -> int:
+    if config.student.input == "signal":
+        return n_channels
+    return 3 * n_channels if config.imaging.layout == "compound" else n_channels
+
+
+def _diff(a: RunConfig, b: RunConfig, table: str) -> str:
+    left, right = to_dict(a)[table], to_dict(b)[table]
+    keys = [k for k in right if left.get(k) != right[k]]
+    return ", ".join(f"{table}.{k}: {left.get(k)!r} vs {right[k]!r}" for k in keys)

@@ -1,0 +1,137 @@
+"""The run directory: resolved config, metrics, checkpoint and result, all written atomically.
+
+Layout of one run::
+
+    <run_dir>/config.toml      the resolved config (every default written out)
+    <run_dir>/metrics.jsonl    one JSON line per finished epoch
+    <run_dir>/checkpoint.pt    model, optimiser, epoch and history; rewritten every epoch
+    <run_dir>/model.pt         final weights, what teachers and annealing load
+    <run_dir>/result.json      accuracies and provenance; its presence means the run is done
+    <run_dir>/error.txt        why the run stopped, when it failed
+    <run_dir>/logits/<key>.pt  cached outputs of this model when used as a frozen teacher
+
+A crash at any point leaves either the previous file or the new one, never a torn one, so a
+run directory never reads as done unless it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+import gafkd
+from gafkd.config import RunConfig, dump_toml, to_dict
+
+CONFIG = "config.toml"
+METRICS = "metrics.jsonl"
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+RESULT = "result.json"
+ERROR = "error.txt"
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Write to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    with atomic_open(path, "wb") as handle:
+        torch.save(obj, handle)
+
+
+def save_json(obj: Any, path: Path) -> None:
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+
+
+def save_config(config: RunConfig, run_dir: Path) -> None:
+    with atomic_open(run_dir / CONFIG) as handle:
+        handle.write(dump_toml(to_dict(config)))
+
+
+def write_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
+    """Rewrite metrics.jsonl from the checkpointed history (so a resumed run has no extra lines)."""
+    with atomic_open(run_dir / METRICS) as handle:
+        handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in history)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+    return state
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    path = run_dir / RESULT
+    if not path.exists():
+        return None
+    result: dict[str, Any] = json.loads(path.read_text())
+    return result
+
+
+def write_error(run_dir: Path, message: str) -> None:
+    with atomic_open(run_dir / ERROR) as handle:
+        handle.write(message.rstrip() + "\n")
+
+
+def provenance(device: torch.device, seed: int) -> Mapping[str, Any]:
+    """Where and with what a run was computed."""
+    return {
+        "gafkd_version": gafkd.__version__,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": str(device),
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+        ),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "seed": seed,
+    }
+
+
+def _git_commit() -> str | None:
+    """The commit of the gafkd source tree, with "-dirty" when it has local changes."""
+    root = Path(gafkd.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
