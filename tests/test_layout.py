@@ -1,0 +1,47 @@
+"""Repository-wide rules: dependency direction, documented tasks, README's Quick start."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_gafkd_imports_without_fabric_or_invoke() -> None:
+    code = (
+        "import sys, gafkd, gafkd.imaging, gafkd.data, gafkd.models, gafkd.distill, gafkd.train, "
+        "gafkd.run, gafkd.cli\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fabric', 'invoke', 'paramiko', "
+        "'provisioning')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_task_has_a_docstring_and_help_for_every_parameter() -> None:
+    sys.path.insert(0, str(ROOT))
+    try:
+        import tasks
+    finally:
+        sys.path.remove(str(ROOT))
+    from invoke.tasks import Task
+
+    found = [value for value in vars(tasks).values() if isinstance(value, Task)]
+    assert found
+    for task in found:
+        assert task.__doc__, task.name
+        undocumented = [a.name for a in task.get_arguments() if not a.help]
+        assert not undocumented, (task.name, undocumented)
+
+
+def test_readme_quick_start_has_exactly_two_commands() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1]
+    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", section, re.S)
+    commands = [line for line in blocks[0].splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "gafkd train" in commands[0]
+    assert "pytest" in commands[1]
