@@ -21,6 +21,12 @@ import numpy.typing as npt
 from gafkd.config import ConfigError
 
 Source = Literal["geneactiv", "npz", "watch", "basic_motions"]
+USED_ARGUMENTS: dict[str, set[str]] = {  # load_dataset's arguments each source reads
+    "geneactiv": {"path", "window", "classes", "mapping"},
+    "npz": {"path"},
+    "watch": {"window", "stride"},
+    "basic_motions": set(),
+}
 
 
 @dataclass(frozen=True)
@@ -310,12 +316,15 @@ def load_dataset(
     """
     if source not in get_args(Source):
         raise ConfigError(f"unknown data source {source!r}; choose one of {get_args(Source)}")
-    used = {"geneactiv": {"path", "window", "classes", "mapping"}, "npz": {"path"}}.get(
-        source, {"watch": {"window", "stride"}}.get(source, set())
-    )
-    given = {"path": path, "window": window, "classes": classes, "stride": stride}
-    given["mapping"] = mapping
-    unused = sorted(key for key, value in given.items() if value is not None and key not in used)
+    given = {
+        "path": path,
+        "window": window,
+        "classes": classes,
+        "stride": stride,
+        "mapping": mapping,
+    }
+    used = USED_ARGUMENTS[source]
+    unused = sorted(k for k, v in given.items() if v is not None and k not in used)
     if unused:
         raise ConfigError(f"source {source!r} does not use {unused}; leave them unset")
     if source in ("geneactiv", "npz") and path is None:
