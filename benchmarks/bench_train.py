@@ -159,8 +159,10 @@ def main() -> None:
     print(f"{'way':<34}{'samples/s':>12}{'ratio':>8}")
     print(f"{'lab (pyts numpy + DataLoader)':<34}{lab:>12.1f}{1.0:>8.2f}")
     print(f"{'gafkd step (cached teachers)':<34}{ours:>12.1f}{ours / lab:>8.2f}")
-    print(f"{'gafkd incl. cache / ' + str(args.epochs) + ' epochs':<34}{amortised:>12.1f}"
-          f"{amortised / lab:>8.2f}")
+    print(
+        f"{'gafkd incl. cache / ' + str(args.epochs) + ' epochs':<34}{amortised:>12.1f}"
+        f"{amortised / lab:>8.2f}"
+    )
     print(f"one-time images + teacher logits: {cache_seconds:.2f} s for {args.n} windows")
 
 

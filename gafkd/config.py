@@ -146,7 +146,8 @@ def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str
 
 def from_dict(table: Mapping[str, Any]) -> RunConfig:
     """Build a RunConfig from nested dicts, naming the first bad key."""
-    return _build(RunConfig, table, "")
+    config: RunConfig = _build(RunConfig, table, "")
+    return config
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -186,7 +187,9 @@ def resolve_teacher_paths(config: RunConfig, base: Path) -> RunConfig:
     teachers = {
         role: TeacherConfig(
             run=str(base / t.run) if t.run and not Path(t.run).is_absolute() else t.run,
-            config=str(base / t.config) if t.config and not Path(t.config).is_absolute() else t.config,
+            config=str(base / t.config)
+            if t.config and not Path(t.config).is_absolute()
+            else t.config,
         )
         for role, t in config.teachers.items()
     }
@@ -204,7 +207,9 @@ def _build(cls: type[Any], table: Mapping[str, Any], where: str) -> Any:
     unknown = sorted(set(table) - names)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(sorted(names))}")
+        raise ConfigError(
+            f"unknown config key {key!r}; valid keys here: {', '.join(sorted(names))}"
+        )
     values = {
         name: _check(hints[name], value, f"{where}.{name}" if where else name)
         for name, value in table.items()
@@ -263,7 +268,9 @@ def _check_ranges(config: Any, where: str) -> None:
     }.get(type(config), ())
     for name in positive:
         if getattr(config, name) < 1:
-            raise ConfigError(f"config key {where}.{name} must be >= 1, got {getattr(config, name)}")
+            raise ConfigError(
+                f"config key {where}.{name} must be >= 1, got {getattr(config, name)}"
+            )
     if isinstance(config, TrainConfig):
         if len(config.lr_values) != len(config.lr_steps) + 1:
             raise ConfigError(
@@ -273,10 +280,16 @@ def _check_ranges(config: Any, where: str) -> None:
         for name in ("kd_weight", "alpha"):
             if not 0.0 <= getattr(config, name) <= 1.0:
                 raise ConfigError(f"config key {where}.{name} must be in [0, 1]")
-    if isinstance(config, DataConfig) and config.classes not in (7, 14) and config.source == "geneactiv":
+    if (
+        isinstance(config, DataConfig)
+        and config.classes not in (7, 14)
+        and config.source == "geneactiv"
+    ):
         raise ConfigError(f"config key {where}.classes is {config.classes}; GENEActiv has 14 or 7")
     if isinstance(config, TeacherConfig) and bool(config.run) == bool(config.config):
-        raise ConfigError(f"teacher {where!r}: give exactly one of run = '<run dir>' or config = '<file>'")
+        raise ConfigError(
+            f"teacher {where!r}: give exactly one of run = '<run dir>' or config = '<file>'"
+        )
 
 
 def _toml_value(value: Any) -> str:

@@ -17,7 +17,7 @@ import importlib.resources
 import importlib.util
 import os
 import re
-import sys
+import tomllib
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,11 +29,6 @@ import scipy.io
 
 from gafkd.config import ConfigError
 from gafkd.data import SignalSet
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 FILE_NAME = re.compile(r"ID-(\d+)_CLASS-(\d+)_Window-(\d+)\.mat")
 DEFAULT_MAPPING = "geneactiv_7class.toml"

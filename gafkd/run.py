@@ -16,10 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from gafkd import data, models, rundir
-from gafkd.split import Split, split_by_subject, standardize
+from gafkd import data, models, rundir, train
 from gafkd.config import ConfigError, RunConfig, load_config, to_dict
-from gafkd import train
+from gafkd.split import Split, split_by_subject, standardize
 from gafkd.train import SplitTensors, TrainingData, fit, images_of
 
 
@@ -31,8 +30,12 @@ def train_run(config: RunConfig) -> dict[str, Any]:
         print(f"{config.name} seed {config.seed}: already done in {run_dir}", flush=True)
         return done
     _check_same_config(config, run_dir)
-    teacher_dirs = {role: _teacher_dir(role, t.run, t.config) for role, t in config.teachers.items()}
-    teachers = {role: load_model(path, config, role) for role, path in teacher_dirs.items()}
+    teacher_dirs = {
+        role: _teacher_dir(role, t.run, t.config) for role, t in config.teachers.items()
+    }
+    teachers: dict[str, nn.Module] = {
+        role: load_model(path, config, role) for role, path in teacher_dirs.items()
+    }
 
     started = time.time()
     device = resolve_device(config.train.device)
@@ -68,8 +71,11 @@ def train_run(config: RunConfig) -> dict[str, Any]:
         "provenance": dict(rundir.provenance(device, config.seed)),
     }
     rundir.save_json(result, run_dir / rundir.RESULT)
-    print(f"{config.name} seed {config.seed}: {result['report']} test accuracy "
-          f"{result['reported_acc']:.2f}% -> {run_dir / rundir.RESULT}", flush=True)
+    print(
+        f"{config.name} seed {config.seed}: {result['report']} test accuracy "
+        f"{result['reported_acc']:.2f}% -> {run_dir / rundir.RESULT}",
+        flush=True,
+    )
     return result
 
 
@@ -104,16 +110,14 @@ def load_split(config: RunConfig) -> Split:
     return standardize(split) if cfg.standardize else split
 
 
-def to_device(
-    split: Split, config: RunConfig, device: torch.device, images: bool
-) -> TrainingData:
+def to_device(split: Split, config: RunConfig, device: torch.device, images: bool) -> TrainingData:
     """Move the splits onto `device`; compute images there once when they are needed."""
 
     def move(part: data.SignalSet) -> SplitTensors:
         signals = torch.from_numpy(part.signals).to(device)
         precomputed = None
         if images and config.imaging.precompute:
-            chunks = [images_of(c, config.imaging) for c in signals.split(4096)]
+            chunks = [images_of(c, config.imaging) for c in torch.split(signals, 4096)]
             precomputed = torch.cat(chunks)
         return SplitTensors(signals, torch.from_numpy(part.labels).to(device), precomputed)
 
@@ -134,7 +138,8 @@ def load_model(run_dir: Path, student: RunConfig, role: str) -> nn.Module:
     config = load_config(run_dir / rundir.CONFIG)
     if config.data != student.data:
         raise ConfigError(
-            f"teacher {role!r} in {run_dir} was trained on other data ({_diff(config, student, 'data')}); "
+            f"teacher {role!r} in {run_dir} was trained on other data "
+            f"({_diff(config, student, 'data')}); "
             "a teacher must see the same dataset and split as its student, or test subjects leak"
         )
     if config.student.input != role:
@@ -159,7 +164,8 @@ def _teacher_dir(role: str, run: str, config_file: str) -> Path:
         path = Path(run)
         if rundir.read_result(path) is None:
             raise ConfigError(
-                f"teacher {role!r}: {path} is not a finished run (no {rundir.RESULT}); train it first "
+                f"teacher {role!r}: {path} is not a finished run (no {rundir.RESULT}); "
+                "train it first "
                 "or name its config file with teachers.<role>.config"
             )
         return path

@@ -106,15 +106,33 @@ def provenance(device: torch.device, seed: int) -> Mapping[str, Any]:
         "git_commit": _git_commit(),
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn_version": _cudnn_version(),
         "device": str(device),
         "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+            torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
         ),
         "host": socket.gethostname(),
         "python": platform.python_version(),
         "seed": seed,
     }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cudnn_version() -> int | None:
+    cudnn = torch.backends.cudnn
+    if not cudnn.is_available():  # type: ignore[no-untyped-call]
+        return None
+    version: int = cudnn.version()  # type: ignore[no-untyped-call]
+    return version
 
 
 def _git_commit() -> str | None:

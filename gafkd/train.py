@@ -58,7 +58,7 @@ class TrainingData:
 
 
 def input_kind(model: nn.Module) -> str:
-    """"signal" for a 1-D model, "image" for a 2-D model."""
+    """ "signal" for a 1-D model, "image" for a 2-D model."""
     return "signal" if getattr(model, "dim", 1) == 1 else "image"
 
 
@@ -86,7 +86,7 @@ def batch_inputs(split: SplitTensors, kind: str, index: Tensor, config: ImagingC
 
 
 def lr_at(epoch: int, config: TrainConfig) -> float:
-    """The step schedule: values[i] from epoch int(E * steps[i-1]) on (the lab's E/18, E/3, 2E/3)."""
+    """The step schedule: values[i] from epoch int(E * steps[i-1]) on (E/18, E/3, 2E/3)."""
     boundaries = [int(config.epochs * step + 1e-9) for step in config.lr_steps]
     return config.lr_values[sum(epoch >= b for b in boundaries)]
 
@@ -107,7 +107,8 @@ def predict(model: nn.Module, split: SplitTensors, data: TrainingData, batch_siz
 def evaluate(model: nn.Module, split: SplitTensors, data: TrainingData, batch_size: int) -> float:
     """Accuracy in percent of `model` on a split."""
     logits = predict(model, split, data, batch_size)
-    return 100.0 * float((logits.argmax(1) == split.labels).float().mean())
+    correct = int((logits.argmax(1) == split.labels).sum())
+    return 100.0 * correct / max(len(split), 1)
 
 
 def teacher_logits(
@@ -147,7 +148,7 @@ def fit(
     use_amp, amp_dtype = _amp(device, train_cfg.amp)
     channels_last = device.type == "cuda" and train_cfg.channels_last
     if channels_last and input_kind(model) == "image":
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=train_cfg.lr_values[0],
@@ -225,7 +226,7 @@ def fit(
                 raise TrainingError(message)
             # backward, clip, step
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
             if train_cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
@@ -321,7 +322,7 @@ def _run_teacher(
 
 
 def _augment(signals: Tensor, generator: torch.Generator) -> Tensor:
-    """Random per-channel scaling (sigma 0.1) and additive jitter (sigma 0.05) of (B, C, L) signals."""
+    """Random per-channel scaling (sigma 0.1) and jitter (sigma 0.05) of (B, C, L) signals."""
     batch, channels, _ = signals.shape
     scale = 1 + 0.1 * torch.randn(
         batch, channels, 1, generator=generator, device=signals.device, dtype=signals.dtype

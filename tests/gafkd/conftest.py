@@ -1,4 +1,4 @@
-"""A tiny learnable dataset in the plain .npz format, and run configs that train on it in seconds."""
+"""A tiny learnable dataset in the plain .npz format, and run configs that train on it fast."""
 
 from __future__ import annotations
 
@@ -27,8 +27,16 @@ def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def write_config(path: Path, data: Path, *, name: str, model: str = "wrn10_1",
-                 input: str = "signal", epochs: int = 2, extra: str = "") -> Path:
+def write_config(
+    path: Path,
+    data: Path,
+    *,
+    name: str,
+    model: str = "wrn10_1",
+    input: str = "signal",
+    epochs: int = 2,
+    extra: str = "",
+) -> Path:
     """A run config on the tiny dataset, with its run directory next to the config file."""
     path.write_text(
         f"""name = "{name}"

@@ -93,7 +93,9 @@ def test_run_dir_of_another_config_is_refused(make_config) -> None:  # type: ign
 def test_fit_with_two_teachers_and_image_or_signal_student(make_config, student_input: str) -> None:  # type: ignore[no-untyped-def]
     make_config("t_image", input="image")
     make_config("t_signal", model="wrn10_2")
-    extra = '\n[teachers.image]\nconfig = "t_image.toml"\n[teachers.signal]\nconfig = "t_signal.toml"\n'
+    extra = (
+        '\n[teachers.image]\nconfig = "t_image.toml"\n[teachers.signal]\nconfig = "t_signal.toml"\n'
+    )
     if student_input == "image":  # an image student with one (image) teacher
         extra = '\n[teachers.image]\nconfig = "t_image.toml"\n'
     config = load_config(make_config(f"kd_{student_input}", input=student_input, extra=extra))
@@ -144,7 +146,9 @@ def test_teachers_stay_frozen_in_eval_mode(make_config) -> None:  # type: ignore
 def test_nan_loss_stops_the_run_naming_it_and_the_step(make_config, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     config = load_config(make_config("nan"))
     monkeypatch.setattr(train, "distillation_loss", lambda *a, **k: torch.tensor(float("nan")))
-    with pytest.raises(TrainingError, match=r"run 'nan' \(seed 0\): loss is nan at epoch 1, step 1"):
+    with pytest.raises(
+        TrainingError, match=r"run 'nan' \(seed 0\): loss is nan at epoch 1, step 1"
+    ):
         train_run(config)
     assert "loss is nan" in (config.run_dir / "error.txt").read_text()
     assert not (config.run_dir / "result.json").exists()
@@ -208,7 +212,8 @@ def test_killed_run_resumes_to_the_same_result(make_config, tmp_path: Path) -> N
 def test_cli_reports_bad_input_in_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["train", str(tmp_path / "missing.toml")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
     assert main(["train", "no_such_config"]) == 1
     assert "shipped:" in capsys.readouterr().err
 

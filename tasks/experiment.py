@@ -1,4 +1,4 @@
-"""Invoke tasks: the lab's entry points (``invoke --list``).
+"""Experiment tasks: train one run (grids, launch, status and results come next).
 
 Tasks only parse arguments, call one function in gafkd/ or provisioning/, and print the result;
 ConfigError and ProvisionError become one-line errors here, and nowhere else.
@@ -18,7 +18,7 @@ from invoke.tasks import task
     },
     iterable=["set"],
 )
-def train(c: Context, config: str, set: list[str] | None = None) -> None:  # noqa: A002
+def train(c: Context, config: str, set: list[str] | None = None) -> None:
     """Train one run (and the teachers it names) on this machine, resuming if interrupted."""
     from gafkd.cli import resolve_config_path
     from gafkd.config import ConfigError, load_config

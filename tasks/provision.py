@@ -1,0 +1,109 @@
+"""Provisioning tasks: ``invoke provision --host lab`` and ``invoke doctor --host lab``.
+
+Each step reads the host, prints ``host | step | why | command`` for every difference and applies
+it unless ``--dry``; docs/provisioning.md says what each step checks, changes and how to undo it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from getpass import getpass
+from pathlib import Path
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+from rich.console import Console
+
+from provisioning import gpu, power
+from provisioning.core import (
+    DRY_NOTE,
+    Outcome,
+    ProvisionError,
+    Step,
+    report_json,
+    report_table,
+    run_hosts,
+)
+from provisioning.hosts import connect, select_hosts
+
+STEPS: dict[str, Step] = {"gpu": gpu.check_compat, "power": power.ensure_power}  # in this order
+
+HOST_HELP = "ssh alias under hosts: in invoke.yaml or in ~/.ssh/config, 'local', or 'lab1,lab2'"
+
+
+def run_steps(
+    c: Context, host: str, names: list[str], dry: bool, ask: bool, echo: Callable[[str], None]
+) -> list[Outcome]:
+    """Resolve hosts and steps, then run them; user and host errors become one-line exits."""
+    try:
+        hosts = select_hosts(host, c.config.get("hosts") or {}, Path.home() / ".ssh" / "config")
+        password = getpass(f"sudo password on {host}: ") if ask else c.config.sudo.password
+        known_hosts = Path.home() / ".ssh" / "known_hosts"
+        steps = [(name, STEPS[name]) for name in names]
+        return run_hosts(
+            hosts,
+            lambda h: connect(h, known_hosts),
+            steps,
+            dry=dry,
+            echo=echo,
+            sudo_password=password,
+        )
+    except ProvisionError as error:
+        raise Exit(f"error: {error}", code=1) from None
+
+
+def print_report(outcomes: list[Outcome], *, as_json: bool, dry: bool) -> None:
+    """The summary: a table, or JSON for scripts; then the dry-run caveat when it applies."""
+    if as_json:
+        print(report_json(outcomes, dry=dry))
+    else:
+        Console().print(report_table(outcomes))
+    if dry and any(o.status == "planned" for o in outcomes):
+        print(DRY_NOTE, file=sys.stderr if as_json else sys.stdout)
+
+
+def fail_on_errors(outcomes: list[Outcome]) -> None:
+    """Exit 1 naming every failed step, after the report was printed."""
+    failed = [f"{o.host} {o.step}: {o.detail}" for o in outcomes if o.status == "failed"]
+    if failed:
+        raise Exit("error: " + "\nerror: ".join(failed), code=1)
+
+
+@task(
+    help={
+        "host": HOST_HELP,
+        "dry": "print the plan and change nothing (later steps' plans may then be incomplete)",
+        "only": f"run this one step: {', '.join(STEPS)}",
+        "json": "print the summary as JSON on stdout (progress lines go to stderr)",
+        "ask_sudo_password": "prompt for the sudo password (default: passwordless sudo, or "
+        "the sudo.password config / INVOKE_SUDO_PASSWORD)",
+    }
+)
+def provision(
+    c: Context,
+    host: str,
+    dry: bool = False,
+    only: str = "",
+    json: bool = False,
+    ask_sudo_password: bool = False,
+) -> None:
+    """Check, then change, lab hosts: GPU stack check, then suspend turned off."""
+    if only and only not in STEPS:
+        raise Exit(f"error: --only {only!r} is not a step; choose one of {', '.join(STEPS)}", 1)
+    stream = sys.stderr if json else sys.stdout
+
+    def echo(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    outcomes = run_steps(c, host, [only] if only else list(STEPS), dry, ask_sudo_password, echo)
+    print_report(outcomes, as_json=json, dry=dry)
+    fail_on_errors(outcomes)
+
+
+@task(help={"host": HOST_HELP})
+def doctor(c: Context, host: str) -> None:
+    """Explain the GPU stack of a host: driver, CUDA, cuDNN and the envs' torch (read-only)."""
+    outcomes = run_steps(c, host, ["gpu"], dry=True, ask=False, echo=print)
+    fail_on_errors(outcomes)
