@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gafkd import data, models, rundir, train
+from gafkd import data, imaging, models, rundir, train
 from gafkd.config import ConfigError, RunConfig, load_config, to_dict
 from gafkd.split import Split, split_by_subject, standardize
 from gafkd.train import SplitTensors, TrainingData, fit, images_of
@@ -224,7 +224,7 @@ def _build(config: RunConfig, in_channels: int, n_classes: int) -> nn.Module:
 def _in_channels(n_channels: int, config: RunConfig) -> int:
     if config.student.input == "signal":
         return n_channels
-    return 3 * n_channels if config.imaging.layout == "compound" else n_channels
+    return imaging.n_image_channels(n_channels, config.imaging.layout)
 
 
 def _diff(a: RunConfig, b: RunConfig, table: str) -> str:
