@@ -1,4 +1,8 @@
-"""Command line: ``gafkd train CONFIG`` (also ``python -m gafkd train CONFIG``)."""
+"""Command line: ``gafkd train CONFIG``, ``gafkd launch GRID``, ``gafkd status``, ``gafkd results``.
+
+Also ``python -m gafkd ...``. The invoke tasks call the same functions; this entry point needs
+neither invoke nor fabric, so it is what runs on a server.
+"""
 
 from __future__ import annotations
 
@@ -31,32 +35,90 @@ def resolve_config_path(name: str) -> Path:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gafkd", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train one run (and its teachers) from a TOML config")
-    train.add_argument("config", help="path to a .toml run config, or a shipped config name")
-    train.add_argument(
+def gpu_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gpus takes indices like 0,1; got {text!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="gafkd", description=__doc__.splitlines()[0])
+    commands = top.add_subparsers(dest="command", required=True)
+    overrides = argparse.ArgumentParser(add_help=False)
+    overrides.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.epochs=5 (repeatable)",
+        help="override a config field or a grid axis, e.g. --set train.epochs=5 (repeatable)",
     )
+    root = argparse.ArgumentParser(add_help=False)
+    root.add_argument("--root", type=Path, default=Path("."), help="folder that holds runs/")
+    runner = argparse.ArgumentParser(add_help=False)
+    runner.add_argument("--per-gpu", type=int, default=None, help="runs at a time per GPU")
+    runner.add_argument("--gpus", type=gpu_list, default=None, help="GPU indices to use, e.g. 0,1")
+    runner.add_argument("--retries", type=int, default=2, help="retries of a failing run")
+
+    train = commands.add_parser("train", parents=[overrides], help="train one run from a config")
+    train.add_argument("config", help="path to a .toml run config, or a shipped config name")
     commands.add_parser("configs", help="list the configs shipped with gafkd")
-    args = parser.parse_args(argv)
+    commands.add_parser("grids", help="list the grids shipped with gafkd")
 
-    from gafkd.run import train_run  # torch import only when needed
+    launch = commands.add_parser(
+        "launch", parents=[overrides, root, runner], help="run a grid on this machine"
+    )
+    launch.add_argument("grid", help="a shipped grid name (gafkd grids) or a grid .toml file")
+    launch.add_argument("--dry", action="store_true", help="print the plan, change nothing")
+    launch.add_argument("--foreground", action="store_true", help="stay attached until done")
+    launch.add_argument("--resume", action="store_true", help="restart a planned batch as is")
+    batch_run = commands.add_parser(
+        "batch-run", parents=[root, runner], help="(internal) the runner of a launched grid"
+    )
+    batch_run.add_argument("grid")
+    return top
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
-        if args.command == "configs":
-            for name, path in builtin_configs().items():
-                print(f"{name}\t{path}")
-            return 0
-        config = load_config(resolve_config_path(args.config), args.overrides)
-        train_run(config)
+        return run_command(args)
     except (ConfigError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.command == "configs":
+        for name, path in builtin_configs().items():
+            print(f"{name}\t{path}")
+    elif args.command == "grids":
+        from gafkd.grid import load_grid, shipped_grids
+
+        for name in shipped_grids():
+            print(f"{name}\t{load_grid(name).description}")
+    elif args.command == "train":
+        from gafkd.run import train_run  # torch is imported only when needed
+
+        train_run(load_config(resolve_config_path(args.config), args.overrides))
+    elif args.command == "launch":
+        from gafkd.batch import launch
+
+        launch(
+            args.grid,
+            args.overrides,
+            args.root,
+            dry=args.dry,
+            foreground=args.foreground,
+            resume=args.resume,
+            per_gpu=args.per_gpu,
+            gpus=args.gpus,
+            retries=args.retries,
+        )
+    elif args.command == "batch-run":
+        from gafkd.batch import choose_slots, run_batch
+
+        slots, _ = choose_slots(args.per_gpu, args.gpus)
+        run_batch(args.root, args.grid, slots, retries=args.retries)
     return 0

@@ -30,6 +30,12 @@ def train_run(config: RunConfig) -> dict[str, Any]:
         print(f"{config.name} seed {config.seed}: already done in {run_dir}", flush=True)
         return done
     _check_same_config(config, run_dir)
+    with rundir.locked(run_dir):
+        return _train_locked(config, run_dir)
+
+
+def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    (run_dir / rundir.ERROR).unlink(missing_ok=True)  # a stale error of an earlier attempt
     teacher_dirs = {
         role: _teacher_dir(role, t.run, t.config) for role, t in config.teachers.items()
     }

@@ -16,6 +16,7 @@ run directory never reads as done unless it is.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ from typing import IO, Any
 import torch
 
 import gafkd
-from gafkd.config import RunConfig, dump_toml, to_dict
+from gafkd.config import ConfigError, RunConfig, dump_toml, to_dict
 
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
@@ -38,6 +39,7 @@ CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 RESULT = "result.json"
 ERROR = "error.txt"
+LOCK = ".lock"
 
 
 @contextmanager
@@ -54,6 +56,26 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def locked(run_dir: Path) -> Iterator[None]:
+    """Hold the run's lock while training it: a second process on the same run is refused."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / LOCK).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise ConfigError(
+                f"{run_dir} is being trained by another process ({handle.read().strip()}); "
+                "wait for it, or stop that process first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
 
 
 def save_torch(obj: Any, path: Path) -> None:
@@ -108,6 +130,7 @@ def provenance(device: torch.device, seed: int) -> Mapping[str, Any]:
         "cuda_version": torch.version.cuda,
         "cudnn_version": _cudnn_version(),
         "device": str(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "device_name": (
             torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
         ),

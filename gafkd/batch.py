@@ -1,0 +1,486 @@
+"""The local batch runner: a grid's runs queued onto this machine's GPUs (or its CPU).
+
+``launch`` expands a grid, checks it, writes ``runs/<grid>/.batch/plan.json`` and starts the
+runner, detached by default. The runner (``run_batch``) holds the grid's lock, starts each run
+as its own ``gafkd train`` process with its own ``CUDA_VISIBLE_DEVICES``, N at a time per GPU,
+once the teacher runs it needs are done; retries a failing run a bounded number of times, then
+marks it failed and carries on; skips runs whose result exists; and rewrites ``state.json``
+atomically after every change (format: docs/experiments.md, "Batch state").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from gafkd import rundir
+from gafkd.config import ConfigError, dump_toml
+from gafkd.grid import PlannedRun, expand, load_grid
+from gafkd.health import GpuSample, HealthMonitor, read_gpus
+
+STATE_DIR = ".batch"
+GIB = 1 << 30
+MEMORY_PER_RUN = 3 * GIB  # a WRN run with data and images on the GPU, with room to spare
+POLL_SECONDS = 0.2
+
+
+@dataclass
+class RunState:
+    status: str = "queued"  # queued | running | done | failed | cancelled | blocked
+    attempts: int = 0
+    device: str | None = None
+    gpu: int | None = None
+    pid: int | None = None
+    started: str | None = None
+    finished: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Slots:
+    """How many runs may go on each device at once: GPU indices, or the CPU."""
+
+    per_device: dict[str, int]
+    threads: int = 0  # torch threads per CPU run; 0 leaves torch's default
+
+    @property
+    def total(self) -> int:
+        return sum(self.per_device.values())
+
+
+@dataclass
+class Batch:
+    root: Path
+    grid: str
+    plan: list[dict[str, Any]]
+    runs: dict[str, RunState] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return batch_dir(self.root, self.grid)
+
+
+def batch_dir(root: Path, grid: str) -> Path:
+    return root / "runs" / grid / STATE_DIR
+
+
+# -- launch --------------------------------------------------------------------------------------
+
+
+def plan_grid(grid_name: str, overrides: Sequence[str], root: Path) -> list[PlannedRun]:
+    """Expand and check a grid before anything runs: dataset paths must exist."""
+    runs = expand(load_grid(grid_name), overrides)
+    for run in runs:
+        data = run.config["data"]
+        if data["source"] in ("geneactiv", "npz"):
+            if not data["path"]:
+                raise ConfigError(
+                    f"run {run.id} reads {data['source']} data but data.path is empty; "
+                    "launch with --set data.path=<folder or file>"
+                )
+            if not (root / data["path"]).exists():
+                raise ConfigError(
+                    f"dataset path {data['path']} does not exist (run {run.id}); "
+                    "fix it with --set data.path=<folder or file>"
+                )
+    return runs
+
+
+def choose_slots(per_gpu: int | None, gpus: Sequence[int] | None) -> tuple[Slots, str]:
+    """Slots per visible GPU (from free memory unless `per_gpu`), or the CPU without a GPU."""
+    found, reason = read_gpus()
+    if gpus is not None:
+        missing = [g for g in gpus if g not in {gpu.gpu for gpu in found}]
+        if missing:
+            have = ", ".join(str(g.gpu) for g in found) or "none"
+            raise ConfigError(f"GPU index {missing} does not exist on this machine (GPUs: {have})")
+        found = [gpu for gpu in found if gpu.gpu in gpus]
+    if not found:
+        cores = os.cpu_count() or 1
+        count = per_gpu or max(1, cores // 4)
+        return Slots({"cpu": count}, threads=max(1, cores // count)), reason or "no NVIDIA GPU"
+    per_device = {str(gpu.gpu): per_gpu or _runs_that_fit(gpu) for gpu in found}
+    return Slots(per_device), ""
+
+
+def _runs_that_fit(gpu: GpuSample) -> int:
+    if gpu.memory_total is None or gpu.memory_used is None:
+        return 1
+    return max(1, min(4, (gpu.memory_total - gpu.memory_used) // MEMORY_PER_RUN))
+
+
+def write_plan(root: Path, grid: str, runs: Sequence[PlannedRun], overrides: Sequence[str]) -> None:
+    plan = {
+        "grid": grid,
+        "created": _now(),
+        "overrides": list(overrides),
+        "stages": list(dict.fromkeys(r.stage for r in runs)),
+        "runs": [asdict(r) | {"needs": list(r.needs)} for r in runs],
+    }
+    rundir.save_json(plan, batch_dir(root, grid) / "plan.json")
+
+
+def read_plan(root: Path, grid: str) -> dict[str, Any]:
+    path = batch_dir(root, grid) / "plan.json"
+    if not path.exists():
+        raise ConfigError(f"no batch of grid {grid!r} under {root / 'runs'}; launch it first")
+    plan: dict[str, Any] = json.loads(path.read_text())
+    return plan
+
+
+def start_detached(root: Path, grid: str, options: Sequence[str] = ()) -> int:
+    """Start the runner in its own session, so it outlives the terminal; return its pid."""
+    state_dir = batch_dir(root, grid)
+    log = (state_dir / "runner.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gafkd", "batch-run", grid, "--root", str(root), *options],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        close_fds=True,
+    )
+    return process.pid
+
+
+def launch(
+    grid: str,
+    overrides: Sequence[str] = (),
+    root: Path = Path("."),
+    *,
+    dry: bool = False,
+    foreground: bool = False,
+    resume: bool = False,
+    per_gpu: int | None = None,
+    gpus: Sequence[int] | None = None,
+    retries: int = 2,
+    out: IO[str] = sys.stdout,
+) -> None:
+    """Plan a grid and run it on this machine: detached unless `foreground`, nothing under `dry`.
+
+    With `resume`, the batch already planned under `root` is started again as it was planned
+    (after a reboot, or after its runner was killed); runs that are done are not run again.
+    """
+    if resume:
+        name = read_plan(root, grid)["grid"]
+        runs = None
+    else:
+        planned = plan_grid(grid, overrides, root)
+        name = Path(grid).stem if grid.endswith(".toml") else grid
+        runs = planned
+    slots, reason = choose_slots(per_gpu, gpus)
+    if dry:
+        print_plan(name, runs if runs is not None else read_plan(root, name)["runs"], slots, out)
+        return
+    if is_locked(root, name):
+        with grid_lock(root, name):  # raises, naming the runner that holds it
+            pass
+    if runs is not None:
+        write_plan(root, name, runs, overrides)
+    where = ", ".join(
+        f"{n} at a time on {'the CPU' if d == 'cpu' else f'GPU {d}'}"
+        for d, n in slots.per_device.items()
+    )
+    print(
+        f"grid {name}: {len(read_plan(root, name)['runs'])} runs, {where}"
+        + (f" ({reason})" if reason else ""),
+        file=out,
+    )
+    options = [f"--retries={retries}"] + ([f"--per-gpu={per_gpu}"] if per_gpu else [])
+    options += [f"--gpus={','.join(map(str, gpus))}"] if gpus else []
+    if foreground:
+        run_batch(root, name, slots, retries=retries, log=out)
+        return
+    pid = start_detached(root, name, options)
+    state_dir = batch_dir(root, name)
+    print(
+        f"runner started in the background (pid {pid}); it survives closing this terminal", file=out
+    )
+    print(f"  state and logs: {state_dir}/ (runner.log), run logs: <run dir>/log.txt", file=out)
+    print("  watch it: invoke status --watch    results: invoke results --grid " + name, file=out)
+
+
+def print_plan(
+    grid: str, runs: Sequence[PlannedRun] | Sequence[Mapping[str, Any]], slots: Slots, out: IO[str]
+) -> None:
+    """The plan of a dry run: runs in order, what each waits for, where each may go."""
+    rows = [asdict(r) if isinstance(r, PlannedRun) else dict(r) for r in runs]
+    where = ", ".join("cpu" if d == "cpu" else f"gpu{d}" for d in slots.per_device)
+    print(
+        f"grid {grid}: {len(rows)} runs, in this order, onto {where} "
+        f"({slots.total} at a time); nothing is changed (--dry)",
+        file=out,
+    )
+    width = max(len(r["id"]) for r in rows)
+    for i, row in enumerate(rows, 1):
+        needs = ", ".join(row["needs"]) if row["needs"] else "-"
+        print(f"{i:4d}  {row['id']:<{width}}  {row['epochs']:>4} epochs  after: {needs}", file=out)
+
+
+# -- the runner ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def grid_lock(root: Path, grid: str) -> Iterator[None]:
+    """Hold the grid's lock; a second runner of the same grid is refused, saying who holds it."""
+    path = batch_dir(root, grid) / "lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(
+                f"grid {grid!r} is already running (runner {holder}); `invoke status` shows it. "
+                "Wait for it to finish or stop that runner first"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {_now()}\n")
+        handle.flush()
+        yield
+
+
+def is_locked(root: Path, grid: str) -> bool:
+    path = batch_dir(root, grid) / "lock"
+    if not path.exists():
+        return False
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def run_batch(
+    root: Path,
+    grid: str,
+    slots: Slots,
+    retries: int = 2,
+    health: HealthMonitor | None = None,
+    log: IO[str] | None = None,
+) -> dict[str, RunState]:
+    """Run every planned run of a launched grid to done, failed or blocked; return their states."""
+    out = log or sys.stdout
+    with grid_lock(root, grid):
+        plan = read_plan(root, grid)
+        batch = Batch(root, grid, plan["runs"])
+        for run in batch.plan:
+            done = rundir.read_result(root / run["run_dir"]) is not None
+            batch.runs[run["id"]] = RunState(status="done" if done else "queued")
+        health = health or HealthMonitor(batch.state_dir / "health.jsonl")
+        if any(device != "cpu" for device in slots.per_device):
+            health.start()
+        stopping = _handle_termination()
+        processes: dict[str, subprocess.Popen[bytes]] = {}
+        started = _now()
+        _write_state(batch, slots, health, started)
+        last_beat = time.monotonic()
+        try:
+            while not stopping and _unfinished(batch, processes):
+                changed = _reap(batch, processes, retries, out)
+                changed |= _block_dependents(batch)
+                changed |= _start_ready(batch, processes, slots, health, out)
+                if changed or time.monotonic() - last_beat > 5:
+                    _write_state(batch, slots, health, started)
+                    last_beat = time.monotonic()
+                time.sleep(POLL_SECONDS)
+        finally:
+            for run_id, process in processes.items():  # stopped: the runs resume later
+                process.terminate()
+                process.wait()
+                batch.runs[run_id] = RunState(status="queued", attempts=batch.runs[run_id].attempts)
+            health.stop()
+            _write_state(batch, slots, health, started, finished=not stopping)
+    counts = _counts(batch)
+    print(f"grid {grid}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), file=out)
+    return batch.runs
+
+
+def _unfinished(batch: Batch, processes: Mapping[str, Any]) -> bool:
+    return bool(processes) or any(s.status == "queued" for s in batch.runs.values())
+
+
+def _reap(
+    batch: Batch, processes: dict[str, subprocess.Popen[bytes]], retries: int, out: IO[str]
+) -> bool:
+    changed = False
+    for run_id, process in list(processes.items()):
+        code = process.poll()
+        if code is None:
+            continue
+        del processes[run_id]
+        state = batch.runs[run_id]
+        run_dir = batch.root / _planned(batch, run_id)["run_dir"]
+        state.pid, state.finished, changed = None, _now(), True
+        if code == 0 and rundir.read_result(run_dir) is not None:
+            state.status = "done"
+            print(f"done    {run_id}", file=out, flush=True)
+            continue
+        state.attempts += 1
+        state.error = _error_line(run_dir, code)
+        if state.attempts > retries:
+            state.status = "failed"
+            print(f"failed  {run_id}: {state.error}", file=out, flush=True)
+        else:
+            state.status = "queued"  # resumes from its checkpoint
+            print(f"retry   {run_id} ({state.error})", file=out, flush=True)
+    return changed
+
+
+def _block_dependents(batch: Batch) -> bool:
+    changed = False
+    for run in batch.plan:
+        state = batch.runs[run["id"]]
+        if state.status != "queued":
+            continue
+        bad = [n for n in run["needs"] if batch.runs[n].status in ("failed", "blocked")]
+        if bad:
+            state.status, state.error, changed = "blocked", f"teacher run {bad[0]} failed", True
+    return changed
+
+
+def _start_ready(
+    batch: Batch,
+    processes: dict[str, subprocess.Popen[bytes]],
+    slots: Slots,
+    health: HealthMonitor,
+    out: IO[str],
+) -> bool:
+    changed = False
+    for run in batch.plan:
+        state = batch.runs[run["id"]]
+        if state.status != "queued" or any(batch.runs[n].status != "done" for n in run["needs"]):
+            continue
+        device = _free_device(batch, slots, health)
+        if device is None:
+            break
+        processes[run["id"]] = _spawn(batch.root, run, device, slots)
+        state.status, state.started, state.finished = "running", _now(), None
+        state.pid = processes[run["id"]].pid
+        state.device = "cpu" if device == "cpu" else f"cuda:{device}"
+        state.gpu = None if device == "cpu" else int(device)
+        print(f"start   {run['id']} on {state.device}", file=out, flush=True)
+        changed = True
+    return changed
+
+
+def _free_device(batch: Batch, slots: Slots, health: HealthMonitor) -> str | None:
+    busy: dict[str, int] = {}
+    for state in batch.runs.values():
+        if state.status == "running":
+            key = "cpu" if state.gpu is None else str(state.gpu)
+            busy[key] = busy.get(key, 0) + 1
+    for device, count in slots.per_device.items():
+        if device != "cpu" and not health.healthy(int(device))[0]:
+            continue  # no new runs on a GPU that needs a reset or stays too hot
+        if busy.get(device, 0) < count:
+            return device
+    return None
+
+
+def _spawn(
+    root: Path, run: Mapping[str, Any], device: str, slots: Slots
+) -> subprocess.Popen[bytes]:
+    """Start one run as its own process, seeing only its GPU (or none)."""
+    run_dir = (root / run["run_dir"]).resolve()
+    config = dict(run["config"]) | {"out_dir": str(run_dir)}
+    config["teachers"] = {
+        role: {"run": str((root / t["run"]).resolve()), "config": ""}
+        for role, t in run["config"]["teachers"].items()
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with rundir.atomic_open(run_dir / "launch.toml") as handle:
+        handle.write(dump_toml(config))
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="" if device == "cpu" else device)
+    if device == "cpu" and slots.threads:
+        env["OMP_NUM_THREADS"] = str(slots.threads)
+    log = (run_dir / "log.txt").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "gafkd", "train", str(run_dir / "launch.toml")],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        preexec_fn=_die_with_parent,
+    )
+
+
+def _die_with_parent() -> None:
+    """Linux: a run gets SIGKILL when its runner dies, so a resumed batch never races it."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _handle_termination() -> list[int]:
+    """SIGTERM/SIGINT end the loop; running runs are stopped and stay queued for --resume."""
+    stopping: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.append(signum)
+
+    with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    return stopping
+
+
+def _write_state(
+    batch: Batch, slots: Slots, health: HealthMonitor, started: str, finished: bool = False
+) -> None:
+    state = {
+        "grid": batch.grid,
+        "runner": {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": started,
+            "heartbeat": _now(),
+            "finished": _now() if finished else None,
+            "slots": slots.per_device,
+        },
+        "runs": {run_id: asdict(s) for run_id, s in batch.runs.items()},
+        "gpus": health.snapshot(),
+    }
+    rundir.save_json(state, batch.state_dir / "state.json")
+
+
+def _counts(batch: Batch) -> dict[str, int]:
+    counts = dict.fromkeys(("done", "running", "queued", "failed", "blocked", "cancelled"), 0)
+    for state in batch.runs.values():
+        counts[state.status] += 1
+    return counts
+
+
+def _planned(batch: Batch, run_id: str) -> dict[str, Any]:
+    return next(run for run in batch.plan if run["id"] == run_id)
+
+
+def _error_line(run_dir: Path, code: int) -> str:
+    error = run_dir / rundir.ERROR
+    if error.exists():
+        return error.read_text().strip().splitlines()[-1]
+    log = run_dir / "log.txt"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    last = lines[-1] if lines else ""
+    how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+    return f"{how}: {last}" if last else how
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,201 @@
+"""The local batch runner with real run processes on a tiny grid: order, retries, kills, locks."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gafkd.batch import Slots, batch_dir, is_locked, launch, plan_grid, run_batch, write_plan
+from gafkd.config import ConfigError
+
+TINY_GRID = """
+name = "tiny"
+[axes]
+seed = [0, 1]
+[base]
+data = {{ source = "npz", path = "{data}", test_subjects = [0], val_subjects = [1] }}
+imaging = {{ image_size = 8 }}
+train = {{ epochs = {epochs}, batch_size = 16 }}
+[[stages]]
+name = "gaf_teacher"
+base = {{ student = {{ name = "wrn10_1", input = "image" }} }}
+[[stages]]
+name = "signal_teacher"
+base = {{ student = {{ name = "wrn10_1", input = "signal" }} }}
+[[stages]]
+name = "student"
+base = {{ student = {{ name = "wrn10_1", input = "signal" }} }}
+axes = {{ "train.alpha" = [0.3, 0.7] }}
+teachers = {{ image = "gaf_teacher", signal = "signal_teacher" }}
+{extra}
+"""
+
+FAILING_STAGE = """
+[[stages]]
+name = "broken"
+base = { student = { name = "wrn10_1" }, train = { init_from = "no/such/run" } }
+"""
+
+
+class AlwaysHealthy:
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def healthy(self, gpu: int) -> tuple[bool, str]:
+        return True, ""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture
+def grid_file(tmp_path: Path, tiny_npz: Path) -> Callable[..., Path]:
+    def make(epochs: int = 2, extra: str = "") -> Path:
+        path = tmp_path / "tiny.toml"
+        path.write_text(TINY_GRID.format(data=tiny_npz.as_posix(), epochs=epochs, extra=extra))
+        return path
+
+    return make
+
+
+def results(root: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for path in sorted((root / "runs" / "tiny").rglob("result.json")):
+        result = json.loads(path.read_text())
+        out[str(path.parent.relative_to(root))] = {
+            k: result[k] for k in ("final_test_acc", "final_train_loss", "best_val_acc")
+        }
+    return out
+
+
+def state(root: Path) -> dict[str, Any]:
+    return json.loads((batch_dir(root, "tiny") / "state.json").read_text())
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_foreground_batch_runs_teachers_before_students(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "a"
+    launch(str(grid_file()), [], root, foreground=True, per_gpu=2, out=io.StringIO())
+    runs = state(root)["runs"]
+    assert {s["status"] for s in runs.values()} == {"done"}
+    assert len(runs) == 8
+    assert len(results(root)) == 8
+    for run_id, run in runs.items():
+        if run_id.startswith("student/"):
+            seed = run_id.rsplit("/", 1)[1]
+            for teacher in (f"gaf_teacher/default/{seed}", f"signal_teacher/default/{seed}"):
+                assert runs[teacher]["finished"] <= run["started"]
+    assert state(root)["runner"]["finished"] is not None
+    assert not is_locked(root, "tiny")
+
+
+def test_each_run_sees_only_its_own_gpu(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "gpus"
+
+    write_plan(root, "tiny", plan_grid(str(grid_file(epochs=1)), ["seed=0"], root), [])
+    # Two fake GPUs; without CUDA the runs fall back to the CPU, but their environment shows
+    # which GPU the runner gave each of them.
+    run_batch(root, "tiny", Slots({"0": 1, "1": 1}), health=AlwaysHealthy(), log=io.StringIO())  # type: ignore[arg-type]
+    seen = {}
+    for run_id, run in state(root)["runs"].items():
+        result = json.loads((root / "runs/tiny" / run_id / "result.json").read_text())
+        seen[run_id] = result["provenance"]["cuda_visible_devices"]
+        assert seen[run_id] == str(run["gpu"])
+    assert set(seen.values()) == {"0", "1"}
+
+
+def test_killed_run_is_retried_and_the_batch_ends_with_the_same_results(
+    grid_file, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    grid = str(grid_file(epochs=12))
+    launch(grid, ["seed=0"], tmp_path / "clean", foreground=True, per_gpu=2, out=io.StringIO())
+    root = tmp_path / "killed"
+    launch(grid, ["seed=0"], root, per_gpu=2, out=io.StringIO())  # detached
+
+    def running_with_checkpoint() -> bool:
+        path = batch_dir(root, "tiny") / "state.json"
+        if not path.exists():
+            return False
+        for run_id, run in state(root)["runs"].items():
+            checkpoint = root / "runs/tiny" / run_id / "checkpoint.pt"
+            if run["status"] == "running" and run["pid"] and checkpoint.exists():
+                os.kill(run["pid"], signal.SIGKILL)  # in the middle of an epoch
+                return True
+        return False
+
+    wait_for(running_with_checkpoint)
+    wait_for(lambda: state(root)["runner"]["finished"] is not None)
+    runs = state(root)["runs"]
+    assert {s["status"] for s in runs.values()} == {"done"}
+    assert sum(s["attempts"] for s in runs.values()) == 1
+    assert results(root) == {
+        k.replace("clean", "killed"): v for k, v in results(tmp_path / "clean").items()
+    }
+
+
+def test_killed_runner_resumes_without_rerunning_finished_runs(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    grid = str(grid_file(epochs=3))
+    root = tmp_path / "r"
+    launch(grid, ["seed=0"], root, per_gpu=1, out=io.StringIO())
+    wait_for(
+        lambda: (
+            (batch_dir(root, "tiny") / "state.json").exists()
+            and any(s["status"] == "done" for s in state(root)["runs"].values())
+        )
+    )
+    os.kill(state(root)["runner"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not is_locked(root, "tiny"))
+    done_before = {k for k, s in state(root)["runs"].items() if s["status"] == "done"}
+    mtimes = {k: (root / "runs/tiny" / k / "result.json").stat().st_mtime_ns for k in done_before}
+    out = io.StringIO()
+    launch("tiny", [], root, resume=True, foreground=True, per_gpu=1, out=out)
+    assert {s["status"] for s in state(root)["runs"].values()} == {"done"}
+    for run_id in done_before:
+        assert f"start   {run_id}" not in out.getvalue()
+        assert (root / "runs/tiny" / run_id / "result.json").stat().st_mtime_ns == mtimes[run_id]
+
+
+def test_failing_run_is_marked_failed_and_the_rest_complete(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "f"
+    out = io.StringIO()
+    launch(
+        str(grid_file(epochs=1, extra=FAILING_STAGE)),
+        ["seed=0"],
+        root,
+        foreground=True,
+        per_gpu=2,
+        retries=1,
+        out=out,
+    )
+    runs = state(root)["runs"]
+    broken = runs["broken/default/seed0"]
+    assert broken["status"] == "failed"
+    assert broken["attempts"] == 2  # the first try and one retry
+    assert "no/such/run" in broken["error"]
+    assert {s["status"] for k, s in runs.items() if k != "broken/default/seed0"} == {"done"}
+    assert "failed  broken/default/seed0" in out.getvalue()
+
+
+def test_second_launch_of_a_running_grid_is_refused(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    grid = str(grid_file(epochs=3))
+    root = tmp_path / "twice"
+    launch(grid, ["seed=0"], root, per_gpu=1, out=io.StringIO())
+    wait_for(lambda: is_locked(root, "tiny"))
+    with pytest.raises(ConfigError, match="grid 'tiny' is already running \\(runner pid"):
+        launch(grid, ["seed=0"], root, out=io.StringIO())
+    os.kill(state(root)["runner"]["pid"], signal.SIGTERM)  # stops cleanly: runs stay queued
+    wait_for(lambda: not is_locked(root, "tiny"))
+    assert "running" not in {s["status"] for s in state(root)["runs"].values()}
