@@ -108,7 +108,7 @@ def choose_slots(per_gpu: int | None, gpus: Sequence[int] | None) -> tuple[Slots
         found = [gpu for gpu in found if gpu.gpu in gpus]
     if not found:
         cores = os.cpu_count() or 1
-        count = per_gpu or max(1, cores // 4)
+        count = per_gpu or min(cores, max(2, cores // 4))  # start-up is single-threaded
         return Slots({"cpu": count}, threads=max(1, cores // count)), reason or "no NVIDIA GPU"
     per_device = {str(gpu.gpu): per_gpu or _runs_that_fit(gpu) for gpu in found}
     return Slots(per_device), ""
@@ -201,6 +201,7 @@ def launch(
     options += [f"--gpus={','.join(map(str, gpus))}"] if gpus else []
     if foreground:
         run_batch(root, name, slots, retries=retries, log=out)
+        print_results(root, name, out=out)
         return
     pid = start_detached(root, name, options)
     state_dir = batch_dir(root, name)
@@ -209,6 +210,20 @@ def launch(
     )
     print(f"  state and logs: {state_dir}/ (runner.log), run logs: <run dir>/log.txt", file=out)
     print("  watch it: invoke status --watch    results: invoke results --grid " + name, file=out)
+
+
+def print_results(
+    root: Path, grid: str, reference: str | Path | None = None, out: IO[str] = sys.stdout
+) -> dict[str, Path]:
+    """Aggregate a grid's results over seeds; print the table and where the files are."""
+    from gafkd import results
+
+    if not (root / "runs" / grid).is_dir():
+        raise ConfigError(f"no results of grid {grid!r} under {root / 'runs'}; launch it first")
+    paths = results.write_all(root / "runs" / grid, reference)
+    print(paths["markdown"].read_text(), file=out)
+    print(f"table: {paths['markdown']}  csv: {paths['csv']}  plot: {paths['png']}", file=out)
+    return paths
 
 
 def print_plan(

@@ -35,6 +35,22 @@ def resolve_config_path(name: str) -> Path:
     )
 
 
+def show_status(root: Path, grid: str | None, as_json: bool, watch: bool) -> None:
+    """Print the status screen (or JSON), once or refreshed."""
+    import json
+
+    from rich.console import Console
+
+    from gafkd import status
+
+    if watch:
+        status.watch(root, grid=grid)
+    elif as_json:
+        print(json.dumps(status.collect(root, grid=grid), indent=2))
+    else:
+        Console().print(status.render(status.collect(root, grid=grid)))
+
+
 def gpu_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -73,6 +89,17 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--dry", action="store_true", help="print the plan, change nothing")
     launch.add_argument("--foreground", action="store_true", help="stay attached until done")
     launch.add_argument("--resume", action="store_true", help="restart a planned batch as is")
+    status = commands.add_parser("status", parents=[root], help="GPUs, health and batches")
+    status.add_argument("--grid", default=None, help="only this grid's batch")
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    results = commands.add_parser(
+        "results", parents=[root], help="mean ± std over seeds: markdown, CSV and a plot"
+    )
+    results.add_argument("grid", help="the grid's name (its folder under runs/)")
+    results.add_argument(
+        "--reference", default=None, help="a reference file of earlier numbers, or 'lab'"
+    )
     batch_run = commands.add_parser(
         "batch-run", parents=[root, runner], help="(internal) the runner of a launched grid"
     )
@@ -116,6 +143,14 @@ def run_command(args: argparse.Namespace) -> int:
             gpus=args.gpus,
             retries=args.retries,
         )
+    elif args.command == "status":
+        show_status(args.root, args.grid, as_json=args.json, watch=args.watch)
+    elif args.command == "results":
+        from gafkd.batch import print_results
+        from gafkd.results import LAB_REFERENCE
+
+        reference = LAB_REFERENCE if args.reference == "lab" else args.reference
+        print_results(args.root, args.grid, reference)
     elif args.command == "batch-run":
         from gafkd.batch import choose_slots, run_batch
 

@@ -41,5 +41,5 @@ def test_readme_quick_start_has_exactly_two_commands() -> None:
     blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", section, re.S)
     commands = [line for line in blocks[0].splitlines() if line.strip()]
     assert len(commands) == 2
-    assert "gafkd train" in commands[0]
+    assert "launch --grid kd_alpha" in commands[0]
     assert "pytest" in commands[1]

@@ -199,3 +199,26 @@ def test_second_launch_of_a_running_grid_is_refused(grid_file, tmp_path: Path) -
     os.kill(state(root)["runner"]["pid"], signal.SIGTERM)  # stops cleanly: runs stay queued
     wait_for(lambda: not is_locked(root, "tiny"))
     assert "running" not in {s["status"] for s in state(root)["runs"].values()}
+
+
+class HotGpuZero(AlwaysHealthy):
+    def healthy(self, gpu: int) -> tuple[bool, str]:
+        if gpu == 0:
+            return False, "gpu 0: at 91 C, over its 90 C slowdown threshold for 3 samples"
+        return True, ""
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "0": {"healthy": False, "reason": self.healthy(0)[1]},
+            "1": {"healthy": True, "reason": ""},
+        }
+
+
+def test_unhealthy_gpu_gets_no_new_runs(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "hot"
+    write_plan(root, "tiny", plan_grid(str(grid_file(epochs=1)), ["seed=0"], root), [])
+    run_batch(root, "tiny", Slots({"0": 2, "1": 1}), health=HotGpuZero(), log=io.StringIO())  # type: ignore[arg-type]
+    runs = state(root)["runs"]
+    assert {s["status"] for s in runs.values()} == {"done"}
+    assert {s["gpu"] for s in runs.values()} == {1}
+    assert "slowdown threshold" in state(root)["gpus"]["0"]["reason"]

@@ -1,0 +1,161 @@
+"""Reference numbers: earlier accuracies (the lab's notes, a paper's table) beside ours.
+
+A reference file (TOML, see `load_reference` and docs/results.md) lists rows, each matched to
+one config of a grid by its group id or by stage + axis values (`match_reference`). The lab's
+own notes ship as `LAB_REFERENCE`. Reading the file is the only effect; matching is pure.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gafkd.accuracy import REPORTS, AxisValue, GroupRow, _text
+from gafkd.config import ConfigError
+
+LAB_REFERENCE = Path(__file__).parent / "grids" / "reference_lab.toml"
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """Earlier numbers for one config, matched by group id or by stage + axis values."""
+
+    mean: float
+    std: float | None = None
+    n: int | None = None
+    group: str = ""  # an exact group id, or
+    match: Mapping[str, AxisValue] = field(default_factory=dict)  # stage + axis values
+    label: str = ""
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        return self.group or ", ".join(f"{k}={_text(v)}" for k, v in self.match.items())
+
+    def matches(self, group: GroupRow) -> bool:
+        if self.group:
+            return self.group == group.group
+        wanted = dict(self.match)
+        if wanted.pop("stage") != group.stage:
+            return False
+        known = {**group.settings, **group.axes}  # an axis, else a config key: student.name
+        return all(k in known and _same(known[k], v) for k, v in wanted.items())
+
+
+@dataclass(frozen=True)
+class Reference:
+    title: str
+    rows: tuple[ReferenceRow, ...]
+    source: str = ""
+    report: str = ""  # which accuracy the numbers are, when known ("best_test" for the lab's)
+
+
+_Fail = Callable[[str, str], ConfigError]
+_TOP_KEYS = {"title", "source", "report", "row"}
+_ROW_KEYS = {"label", "group", "match", "mean", "std", "n"}
+
+
+def load_reference(path: Path | str) -> Reference:
+    """Read a reference file (TOML): ``title``, ``source``, ``report`` and ``[[row]]`` tables.
+
+    Each row has ``mean`` (%), optional ``std`` and ``n``, an optional ``label``, and either
+    ``group`` (an exact group id) or ``match`` (``stage`` plus axis values). Any mistake raises
+    ConfigError naming the file and the row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"reference file {path} does not exist; pass a .toml reference file")
+    try:
+        table = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"reference file {path} is not valid TOML: {error}") from None
+
+    def fail(where: str, problem: str) -> ConfigError:
+        return ConfigError(f"reference file {path}: {where}{problem}; see docs/results.md")
+
+    _check_keys(table, _TOP_KEYS, "", fail)
+    if not isinstance(table.get("title"), str):
+        raise fail("", f"title is {table.get('title')!r}; expected a string such as 'Lab notes'")
+    report = table.get("report", "")
+    if report not in ("", *REPORTS):
+        raise fail("", f"report is {report!r}; expected one of {', '.join(REPORTS)}")
+    rows = table.get("row", [])
+    if not isinstance(rows, list) or not rows:
+        raise fail("", "no [[row]] tables; add one per config to compare")
+    return Reference(
+        title=table["title"],
+        source=str(table.get("source", "")),
+        report=report,
+        rows=tuple(_reference_row(row, f"row {i + 1}: ", fail) for i, row in enumerate(rows)),
+    )
+
+
+def _reference_row(row: object, where: str, fail: _Fail) -> ReferenceRow:
+    if not isinstance(row, dict):
+        raise fail(where, f"expected a table, got {row!r}")
+    _check_keys(row, _ROW_KEYS, where, fail)
+    if ("group" in row) == ("match" in row):
+        raise fail(where, "give exactly one of group = '<group id>' or match = { stage = ... }")
+    match = row.get("match", {"stage": ""})
+    if (
+        not isinstance(match, dict)
+        or not isinstance(match.get("stage"), str)
+        or any(isinstance(v, dict | list) for v in match.values())
+    ):
+        raise fail(where, f"match is {match!r}; expected stage = '<stage>' and axis values")
+    if "mean" not in row:
+        raise fail(where, "mean is missing; give mean = <accuracy in %>")
+    for key, low, expected in (
+        ("mean", 0, "a number (%)"),
+        ("std", 0, "a number >= 0"),
+        ("n", 1, "a count >= 1"),
+    ):
+        value = row.get(key, low)
+        number = not isinstance(value, bool) and isinstance(value, int | float)
+        if not number or value < low or (key == "n" and not isinstance(value, int)):
+            raise fail(where, f"{key} is {value!r}; expected {expected}")
+    return ReferenceRow(
+        mean=float(row["mean"]),
+        std=float(row["std"]) if "std" in row else None,
+        n=row.get("n"),
+        group=str(row.get("group", "")),
+        match=match if "match" in row else {},
+        label=str(row.get("label", "")),
+    )
+
+
+def _check_keys(table: Mapping[str, Any], valid: set[str], where: str, fail: _Fail) -> None:
+    unknown = sorted(set(table) - valid)
+    if unknown:
+        raise fail(where, f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(valid))}")
+
+
+def match_reference(
+    groups: Sequence[GroupRow], reference: Reference
+) -> tuple[dict[str, ReferenceRow], tuple[ReferenceRow, ...]]:
+    """The reference row beside each group, and the rows beside none.
+
+    A row given by ``group`` wins; otherwise the matching row with the most ``match`` keys, the
+    first in the file on a tie. A row can sit beside several groups.
+    """
+    chosen: dict[str, ReferenceRow] = {}
+    for group in groups:
+        candidates = [r for r in reference.rows if r.matches(group)]
+        if candidates:
+            chosen[group.group] = max(candidates, key=_specificity)
+    used = {id(r) for r in chosen.values()}
+    return chosen, tuple(r for r in reference.rows if id(r) not in used)
+
+
+def _specificity(row: ReferenceRow) -> float:
+    return math.inf if row.group else len(row.match)
+
+
+def _same(a: AxisValue, b: AxisValue) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return a == b
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)

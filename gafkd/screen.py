@@ -1,0 +1,109 @@
+"""The status screen: `gafkd.status.collect`'s dict drawn with rich, GPUs first, then batches.
+
+`render` is pure: it returns a rich renderable and prints nothing; `gafkd.status.watch` and the
+CLI print it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+
+
+def render(status: Mapping[str, Any]) -> RenderableType:
+    """One screen: the GPU table, then per batch a summary line, its running runs and failures."""
+    parts: list[RenderableType] = [f"[bold]{escape(status['host'])}[/]  {status['time']}"]
+    if status["gpus"]:
+        parts.append(_gpu_table(status["gpus"], status.get("user")))
+        parts.extend(
+            f"  [red]{escape(gpu['reason'])}[/]" for gpu in status["gpus"] if gpu["reason"]
+        )
+    else:
+        parts.append(f"[yellow]{escape(status['gpu_note'])}[/]: runs go onto the CPU")
+    if not status["batches"]:
+        parts.append("no batch under runs/*/.batch: start one with `invoke launch --grid NAME`")
+    for batch in status["batches"]:
+        parts.append(_summary(batch))
+        if batch["running"]:
+            parts.append(_running_table(batch["running"]))
+        for run in batch["failed"]:
+            error = escape(run["error"] or "no error recorded")
+            parts.append(f"  [red]failed[/] {escape(run['id'])} ({run['attempts']} tries): {error}")
+    return Group(*parts)
+
+
+def _gpu_table(gpus: list[dict[str, Any]], me: str | None) -> Table:
+    table = Table("GPU", "name", "util", "memory", "temp", "health", "other users", box=None)
+    for gpu in gpus:
+        temperature, limit = gpu["temperature"], gpu["slowdown_temperature"]
+        temp = "-" if temperature is None else f"{temperature} C"
+        if temperature is not None and limit is not None:
+            temp = f"[red]{temp}[/]" if temperature >= limit else f"{temp} / {limit} C"
+        health = {None: "[dim]not watched[/]", True: "[green]ok[/]", False: "[red]unhealthy[/]"}[
+            gpu["healthy"]
+        ]
+        others = [p for p in gpu["processes"] if p["user"] != me]
+        mine = len(gpu["processes"]) - len(others)
+        users = ", ".join(
+            f"{p['user'] or '?'}:{p['name'] or p['pid']} ({_gib(p['gpu_memory'])})" for p in others
+        )
+        users += f"{', ' if users else ''}{mine} of yours" if mine else ""
+        table.add_row(
+            str(gpu["index"]),
+            escape(gpu["name"]),
+            "-" if gpu["utilization"] is None else f"{gpu['utilization']}%",
+            f"{_gib(gpu['memory_used'])} / {_gib(gpu['memory_total'])}",
+            temp,
+            health,
+            escape(users) or "-",
+        )
+    return table
+
+
+def _summary(batch: Mapping[str, Any]) -> str:
+    runner = batch["runner"]
+    who = f"runner {runner['pid']} {runner['state']}" if runner["pid"] else runner["state"]
+    colour = "green" if runner["alive"] else "yellow"
+    counts = " · ".join(f"{n} {status}" for status, n in batch["counts"].items() if n)
+    eta = batch["eta_seconds"]
+    eta_text = "-" if eta is None else _duration(eta)
+    return (
+        f"\n[bold]{escape(batch['grid'])}[/] [{colour}]{who}[/]  {counts or 'no runs'}"
+        f" of {batch['total']}  ETA {eta_text}"
+    )
+
+
+def _running_table(running: list[dict[str, Any]]) -> Table:
+    table = Table("run", "device", "epoch", "test acc", "s/epoch", box=None, padding=(0, 2))
+    for run in running:
+        acc, seconds = run["test_acc"], run["seconds_per_epoch"]
+        table.add_row(
+            escape(run["id"]),
+            str(run["device"] or "-"),
+            f"{run['epoch']}/{run['epochs'] if run['epochs'] is not None else '?'}",
+            "-" if acc is None else f"{acc:.2f}%",
+            "-" if seconds is None else f"{seconds:.1f}",
+        )
+    return table
+
+
+def _gib(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1024**3:.1f} GiB"
+
+
+def _duration(seconds: float) -> str:
+    """'1h 05m', '4m 10s' or '12s'.
+
+    >>> _duration(3900), _duration(250), _duration(12.4)
+    ('1h 05m', '4m 10s', '12s')
+    """
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
