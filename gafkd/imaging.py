@@ -2,9 +2,8 @@
 
 Each function reproduces pyts 0.14.1 on a whole batch at once, on any device, without a Python
 loop over samples. GAF: PAA -> per-sample min-max scaling -> cos = x, sin = sqrt(1 - x^2) ->
-outer sum cos(phi_i + phi_j) (GASF) or difference sin(phi_i - phi_j) (GADF). MTF: bins of the
-full-resolution series -> row-normalised transition matrix M -> block means of M[q_r, q_c],
-computed as H @ M @ H^T from per-block bin histograms H, never building the (L, L) field.
+outer sum cos(phi_i + phi_j) (GASF) or difference sin(phi_i - phi_j) (GADF). `mtf` lives in
+`gafkd.mtf` and `paa` with the input checks in `gafkd.series`; both are re-exported here.
 
 Inputs: (N, L) or (N, C, L) arrays or tensors; outputs: (N, S, S) or (N, C, S, S) tensors on the
 input's device (numpy -> CPU). float32 (also float16, bfloat16) is computed and returned in
@@ -19,80 +18,34 @@ Angular Field", Finance Research Letters 67 (2024).
 
 from __future__ import annotations
 
-import math
-import warnings
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 import torch
-from scipy.stats import norm
 
-Series = npt.ArrayLike | torch.Tensor
+from gafkd.mtf import Strategy, _check_mtf_params, _mtf_rows, mtf
+from gafkd.mtf import _bins as _bins  # tests check the bins against pyts' through imaging
+from gafkd.series import _INTS, Series, Size, _as_series, _paa_rows, _size, paa
+
+__all__ = [
+    "Layout",
+    "Method",
+    "SampleRange",
+    "Series",
+    "Size",
+    "Strategy",
+    "encode",
+    "gadf",
+    "gasf",
+    "mtf",
+    "n_image_channels",
+    "paa",
+    "qgaf",
+]
+
 SampleRange = tuple[float, float] | None
-Size = int | float | np.integer[Any] | np.floating[Any]
-Strategy = Literal["quantile", "uniform", "normal"]
 Method = Literal["summation", "difference"]
 Layout = Literal["gasf", "compound"]
-
-_CHUNK = 4096  # series per MTF chunk: bounds the (chunk, L) float64 and int64 intermediates
-_INTS = (int, np.integer)
-
-
-def _as_series(X: Series) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """Validate X; return it as finite (N*C, L) rows in the compute dtype, and (N,) or (N, C)."""
-    if not isinstance(X, torch.Tensor):
-        array = np.asarray(X)
-        if array.dtype.kind not in "biuf":
-            raise TypeError(f"X must hold real numbers (got dtype {array.dtype})")
-        if array.dtype.kind != "f" or not array.flags.writeable:
-            array = array.astype(np.float64 if array.dtype.kind != "f" else array.dtype)
-        X = torch.from_numpy(array)
-    if X.is_complex():
-        raise TypeError(f"X must hold real numbers (got dtype {X.dtype})")
-    if X.dtype != torch.float64:
-        X = X.to(torch.float32 if X.is_floating_point() else torch.float64)
-    if X.ndim not in (2, 3) or X.numel() == 0:
-        raise ValueError(
-            "X must have shape (n_samples, n_timestamps) or (n_samples, n_channels, "
-            f"n_timestamps) with no empty axis (got shape {tuple(X.shape)})"
-        )
-    lead = tuple(X.shape[:-1])
-    rows = X.reshape(-1, X.shape[-1])
-    # One cheap pass: a sum is finite unless some value is NaN or inf (or the sum overflows).
-    if rows.is_floating_point() and not bool(torch.isfinite(rows.sum())):
-        bad = ~torch.isfinite(rows).all(dim=1)
-        if bool(bad.any()):
-            row = int(bad.nonzero()[0, 0])
-            kind = "NaN" if bool(torch.isnan(rows[row]).any()) else "inf"
-            where = f"sample {row}"
-            if len(lead) == 2:
-                where = f"sample {row // lead[1]} (channel {row % lead[1]})"
-            others = int(bad.sum()) - 1
-            more = f" and {others} other series" if others else ""
-            raise ValueError(
-                f"X contains {kind} in {where}{more}; remove or impute it before imaging"
-            )
-    return rows, lead
-
-
-def _size(value: Size, n_timestamps: int, name: str = "image_size") -> int:
-    """Output size as pyts: an int in [1, n_timestamps], or a float fraction in (0, 1] -> ceil."""
-    if isinstance(value, bool) or not isinstance(value, (*_INTS, float, np.floating)):
-        raise TypeError(f"'{name}' must be an int or a float (got {value!r})")
-    if isinstance(value, _INTS):
-        if not 1 <= value <= n_timestamps:
-            raise ValueError(
-                f"If '{name}' is an integer, it must be between 1 and n_timestamps = "
-                f"{n_timestamps} (got {value}); pass a smaller size or a fraction like 1.0"
-            )
-        return int(value)
-    if not 0 < value <= 1:
-        raise ValueError(
-            f"If '{name}' is a float, it must be greater than 0 and lower than or equal to 1 "
-            f"(got {value}); pass a fraction of the series length or an integer size"
-        )
-    return math.ceil(value * n_timestamps)
 
 
 def _check_sample_range(sample_range: SampleRange) -> None:
@@ -105,52 +58,6 @@ def _check_sample_range(sample_range: SampleRange) -> None:
             "'sample_range' must be a tuple (min, max) with -1 <= min < max <= 1 "
             f"(got {sample_range!r}); the default is (-1, 1)"
         )
-
-
-def _check_mtf_params(n_bins: int, strategy: str) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, _INTS):
-        raise TypeError(f"'n_bins' must be an integer (got {n_bins!r})")
-    if n_bins < 2:
-        raise ValueError(f"'n_bins' must be greater than or equal to 2 (got {n_bins})")
-    if strategy not in ("quantile", "uniform", "normal"):
-        raise ValueError(f"'strategy' must be 'quantile', 'uniform' or 'normal' (got {strategy!r})")
-
-
-def _segments(
-    n_timestamps: int, window: int, overlapping: bool, n_segments: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Start and end of each window, exactly as ``pyts.utils.segmentation``."""
-    if not overlapping:
-        bounds = np.linspace(0, n_timestamps, n_segments + 1).astype(np.int64)
-        return bounds[:-1], bounds[1:]
-    overlaps = np.linspace(0, n_segments * window - n_timestamps, n_segments).astype(np.int64)
-    start = np.arange(n_segments, dtype=np.int64) * window - overlaps
-    return start, start + window
-
-
-def _members(
-    start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(timestamp, window) index pairs covering every window, as two int64 tensors."""
-    sizes = end - start
-    offsets = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    timestamps = np.repeat(start, sizes) + offsets
-    windows = np.repeat(np.arange(len(start)), sizes)
-    return torch.from_numpy(timestamps).to(device), torch.from_numpy(windows).to(device)
-
-
-def _paa_rows(rows: torch.Tensor, output_size: int, overlapping: bool) -> torch.Tensor:
-    """Piecewise aggregate approximation (R, L) -> (R, output_size): one matmul with 0/1 windows."""
-    n_timestamps = rows.shape[1]
-    window = -(-n_timestamps // output_size)
-    if window == 1:  # output_size == n_timestamps: pyts returns X unchanged
-        return rows
-    start, end = _segments(n_timestamps, window, overlapping, output_size)
-    timestamps, windows = _members(start, end, rows.device)
-    indicator = torch.zeros(n_timestamps, output_size, dtype=rows.dtype, device=rows.device)
-    indicator[timestamps, windows] = 1
-    sizes = torch.from_numpy(end - start).to(rows)
-    return (rows @ indicator) / sizes  # sum then divide: a mean of values in [-1, 1] stays there
 
 
 def _min_max(values: torch.Tensor, sample_range: tuple[float, float]) -> torch.Tensor:
@@ -194,131 +101,6 @@ def _outer(
     a, b, c, d = (t.to(dtype) for t in (a, b, c, d))
     images = torch.mul(a[..., :, None], b[..., None, :], out=out)
     return images.addcmul_(c[..., :, None], d[..., None, :], value=sign)
-
-
-def _bins(rows: torch.Tensor, n_bins: int, strategy: Strategy) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bin indices (R, L) int64 exactly as pyts ``KBinsDiscretizer``; edges are float64.
-
-    Also returns a (R,) bool tensor: rows whose equal quantiles merged bins (pyts warns).
-    """
-    values = rows.double()  # exact for float32 input, so bins equal pyts' float64 bins
-    n_rows, n_timestamps = rows.shape
-    merged = torch.zeros(n_rows, dtype=torch.bool, device=rows.device)
-    if strategy == "normal":
-        edges = torch.from_numpy(norm.ppf(np.linspace(0, 1, n_bins + 1)[1:-1])).to(values)
-    elif strategy == "uniform":  # numba's linspace: start + i * ((stop - start) / n_bins)
-        low, high = torch.aminmax(values, dim=1, keepdim=True)
-        steps = torch.arange(1, n_bins, dtype=torch.float64, device=rows.device)
-        edges = low + steps * ((high - low) / n_bins)
-    else:  # np.percentile, method 'linear', with numpy's own index and lerp arithmetic
-        virtual = (n_timestamps - 1) * np.true_divide(np.linspace(0, 100, n_bins + 1)[1:-1], 100)
-        previous = np.floor(virtual)
-        gamma = torch.from_numpy(virtual - previous).to(values)
-        below = np.minimum(previous.astype(np.int64), n_timestamps - 1)
-        above = np.minimum(below + 1, n_timestamps - 1)
-        if rows.device.type == "cpu":  # numpy's SIMD sort is far faster than torch.sort on CPU
-            ordered = torch.from_numpy(np.sort(rows.detach().numpy(), axis=1))
-        else:
-            ordered = torch.sort(rows, dim=1).values
-        low, high = ordered[:, below].double(), ordered[:, above].double()
-        diff = high - low
-        edges = torch.where(gamma >= 0.5, high - diff * (1 - gamma), low + diff * gamma)
-        if n_bins > 2:  # pyts drops an edge within 1e-8 of the next one
-            keep = torch.ones_like(edges, dtype=torch.bool)
-            keep[:, :-1] = (edges[:, 1:] - edges[:, :-1]).abs() > 1e-8
-            merged = ~keep.all(dim=1)
-            edges = torch.where(keep, edges, math.inf)  # a dropped edge is below no value
-    # bin = number of edges strictly below the value = searchsorted(edges, x, side='left')
-    small = torch.uint8 if n_bins <= 256 else torch.int64  # uint8 sums are several times faster
-    binned = torch.zeros(rows.shape, dtype=small, device=rows.device)
-    for k in range(n_bins - 1):
-        binned += values > edges[..., k : k + 1]
-    return binned.long(), merged
-
-
-def _mtf_rows(
-    rows: torch.Tensor,
-    lead: tuple[int, ...],
-    image_size: int,
-    n_bins: int,
-    strategy: Strategy,
-    overlapping: bool,
-) -> torch.Tensor:
-    """Aggregated MTF (R, L) -> (R, S, S); warns like pyts when quantiles merge bins."""
-    n_rows, n_timestamps = rows.shape
-    device = rows.device
-    window, remainder = divmod(n_timestamps, image_size)
-    if remainder == 0:
-        start = np.arange(0, n_timestamps, window, dtype=np.int64)
-        end = start + window
-    else:
-        start, end = _segments(n_timestamps, window + 1, overlapping, image_size)
-    timestamps, blocks = _members(start, end, device)
-    partition = len(timestamps) == n_timestamps  # each timestamp in exactly one block
-    block_offsets = blocks * n_bins
-    inverse_sizes = 1 / torch.from_numpy(end - start).to(device, torch.float64)
-    images = torch.empty(n_rows, image_size, image_size, dtype=rows.dtype, device=device)
-    merged_rows = []
-    for first in range(0, n_rows, _CHUNK):
-        binned, merged = _bins(rows[first : first + _CHUNK], n_bins, strategy)
-        n = binned.shape[0]
-        sample = torch.arange(n, device=device)[:, None]
-        pairs = (binned[:, :-1] * n_bins + binned[:, 1:]).add_(sample * n_bins**2)
-        counts = torch.bincount(pairs.ravel(), minlength=n * n_bins**2)
-        counts = counts.view(n, n_bins, n_bins).double()
-        totals = counts.sum(dim=2, keepdim=True)
-        transitions = counts / torch.where(totals == 0, 1.0, totals)  # zero rows stay zero
-        members = (binned if partition else binned[:, timestamps]) + block_offsets
-        members += sample * (image_size * n_bins)
-        histogram = torch.bincount(members.ravel(), minlength=n * image_size * n_bins)
-        histogram = histogram.view(n, image_size, n_bins) * inverse_sizes[:, None]
-        left = torch.bmm(histogram, transitions).to(rows.dtype)
-        torch.bmm(left, histogram.transpose(1, 2).to(rows.dtype), out=images[first : first + n])
-        merged_rows.append(merged.nonzero()[:, 0] + first)
-    flagged = torch.cat(merged_rows).tolist()
-    if flagged:
-        where = [r if len(lead) == 1 else (r // lead[1], r % lead[1]) for r in flagged]
-        what = "samples" if len(lead) == 1 else "(sample, channel) pairs"
-        shown = f"{where[:10]}" + (f" and {len(where) - 10} more" if len(where) > 10 else "")
-        warnings.warn(
-            f"Some quantiles are equal. The number of bins will be smaller for {what} {shown}. "
-            "Consider decreasing n_bins or removing these samples.",
-            UserWarning,
-            stacklevel=3,
-        )
-    return images
-
-
-def paa(X: Series, output_size: Size, overlapping: bool = False) -> torch.Tensor:
-    """Piecewise aggregate approximation: the mean of each of ``output_size`` windows.
-
-    Parameters
-    ----------
-    X : array or tensor, shape (N, L) or (N, C, L)
-    output_size : int or float
-        Number of windows S: an int in [1, L], or a float in (0, 1] giving ceil(output_size * L).
-    overlapping : bool
-        False: windows of varying length with floor(linspace) bounds; True: fixed-length
-        windows of ceil(L / S) timestamps that may overlap (pyts ``segmentation``).
-
-    Returns
-    -------
-    torch.Tensor, shape (N, S) or (N, C, S)
-        When S == L the (dtype-converted) input is returned as is, like pyts.
-
-    References
-    ----------
-    pyts ``PiecewiseAggregateApproximation(window_size=None, output_size=S)``; Keogh et al.,
-    Knowledge and Information Systems 3(3), 2001.
-
-    Examples
-    --------
-    >>> paa([[0.0, 1, 2, 3, 4, 5, 6, 7, 8, 9]], output_size=4)
-    tensor([[0.5000, 3.0000, 5.5000, 8.0000]], dtype=torch.float64)
-    """
-    rows, lead = _as_series(X)
-    size = _size(output_size, rows.shape[1], "output_size")
-    return _paa_rows(rows, size, overlapping).reshape(*lead, size)
 
 
 def _gaf(
@@ -398,55 +180,6 @@ def gadf(
     return _gaf(X, image_size, sample_range, overlapping, "difference")
 
 
-def mtf(
-    X: Series,
-    image_size: Size = 1.0,
-    n_bins: int = 8,
-    strategy: Strategy = "quantile",
-    overlapping: bool = False,
-) -> torch.Tensor:
-    """Markov transition field, aggregated to S x S by block means.
-
-    Each sample is binned at full resolution (float64): 'quantile' = per-sample np.percentile
-    edges (equal quantiles merge bins, with a UserWarning), 'uniform' = equal-width bins
-    between the sample's min and max, 'normal' = N(0, 1) quantiles (z-normalise first). The
-    transition matrix M[a, b] counts t -> t+1 moves and is row-normalised (rows with no
-    outgoing move stay zero); pixel (j, k) is the mean of M[q_r, q_c] over rows r in block j
-    and columns c in block k, computed as ``H @ M @ H^T`` with H the per-block bin histograms.
-
-    Parameters
-    ----------
-    X : array or tensor, shape (N, L) or (N, C, L)
-    image_size : int or float
-        S: an int in [1, L], or a float in (0, 1]. Blocks are equal when S divides L, else
-        pyts ``segmentation`` windows of L // S + 1 timestamps.
-    n_bins : int
-        Number of bins, >= 2.
-    strategy : {'quantile', 'uniform', 'normal'}
-    overlapping : bool
-        Overlapping blocks when S does not divide L.
-
-    Returns
-    -------
-    torch.Tensor, shape (N, S, S) or (N, C, S, S), values in [0, 1]
-
-    References
-    ----------
-    pyts ``MarkovTransitionField``; Z. Wang and T. Oates, IJCAI 2015.
-
-    Examples
-    --------
-    >>> mtf([[1.0, 2.0, 3.0, 4.0]], image_size=2, n_bins=2)  # bins [0, 0, 1, 1]
-    tensor([[[0.5000, 0.5000],
-             [0.0000, 1.0000]]], dtype=torch.float64)
-    """
-    rows, lead = _as_series(X)
-    size = _size(image_size, rows.shape[1])
-    _check_mtf_params(n_bins, strategy)
-    images = _mtf_rows(rows, lead, size, int(n_bins), strategy, overlapping)
-    return images.reshape(*lead, size, size)
-
-
 def qgaf(
     X: Series,
     image_size: Size = 1.0,
@@ -479,7 +212,7 @@ def qgaf(
 
     Examples
     --------
-    >>> qgaf([[0.0, math.pi / 8]], method="difference")
+    >>> qgaf([[0.0, np.pi / 8]], method="difference")
     tensor([[[1.0000, 0.7071],
              [0.7071, 1.0000]]], dtype=torch.float64)
     """
