@@ -130,7 +130,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         train_run(load_config(resolve_config_path(args.config), args.overrides))
     elif args.command == "launch":
-        from gafkd.batch import launch
+        from gafkd.launch import launch
 
         launch(
             args.grid,
@@ -146,13 +146,14 @@ def run_command(args: argparse.Namespace) -> int:
     elif args.command == "status":
         show_status(args.root, args.grid, as_json=args.json, watch=args.watch)
     elif args.command == "results":
-        from gafkd.batch import print_results
+        from gafkd.launch import print_results
         from gafkd.results import LAB_REFERENCE
 
         reference = LAB_REFERENCE if args.reference == "lab" else args.reference
         print_results(args.root, args.grid, reference)
     elif args.command == "batch-run":
-        from gafkd.batch import choose_slots, run_batch
+        from gafkd.batch import run_batch
+        from gafkd.launch import choose_slots
 
         slots, _ = choose_slots(args.per_gpu, args.gpus)
         run_batch(args.root, args.grid, slots, retries=args.retries)

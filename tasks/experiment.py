@@ -74,11 +74,11 @@ def launch(
     root: str = ".",
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
-    from gafkd import batch
+    from gafkd import launch as launcher
 
     with user_errors():
         gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
-        batch.launch(
+        launcher.launch(
             grid,
             set or [],
             Path(root),
@@ -118,7 +118,7 @@ def status(
 )
 def results(c: Context, grid: str, reference: str = "", root: str = ".") -> None:
     """Mean ± std over seeds per config: a markdown table, CSV and a PNG plot."""
-    from gafkd.batch import print_results
+    from gafkd.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     with user_errors():

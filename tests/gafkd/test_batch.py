@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from gafkd.batch import Slots, batch_dir, is_locked, launch, plan_grid, run_batch, write_plan
+from gafkd.batch import Slots, batch_dir, is_locked, run_batch
 from gafkd.config import ConfigError
+from gafkd.launch import launch, plan_grid, write_plan
 
 TINY_GRID = """
 name = "tiny"
