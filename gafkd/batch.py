@@ -29,6 +29,7 @@ from gafkd.config import ConfigError, dump_toml
 from gafkd.health import HealthMonitor
 
 STATE_DIR = ".batch"
+CANCELLED = "cancelled.json"
 POLL_SECONDS = 0.2
 
 
@@ -134,6 +135,7 @@ def run_batch(
         for run in batch.plan:
             done = rundir.read_result(root / run["run_dir"]) is not None
             batch.runs[run["id"]] = RunState(status="done" if done else "queued")
+        _apply_cancellations(batch, {})
         health = health or HealthMonitor(batch.state_dir / "health.jsonl")
         if any(device != "cpu" for device in slots.per_device):
             health.start()
@@ -144,7 +146,8 @@ def run_batch(
         last_beat = time.monotonic()
         try:
             while not stopping and _unfinished(batch, processes):
-                changed = _reap(batch, processes, retries, out)
+                changed = _apply_cancellations(batch, processes, out)
+                changed |= _reap(batch, processes, retries, out)
                 changed |= _block_dependents(batch)
                 changed |= _start_ready(batch, processes, slots, health, out)
                 if changed or time.monotonic() - last_beat > 5:
@@ -161,6 +164,36 @@ def run_batch(
     counts = _counts(batch)
     print(f"grid {grid}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), file=out)
     return batch.runs
+
+
+def cancelled_ids(root: Path, grid: str) -> set[str]:
+    """Runs the user asked to cancel ("*" for the whole batch)."""
+    path = batch_dir(root, grid) / CANCELLED
+    return set(json.loads(path.read_text())) if path.exists() else set()
+
+
+def request_cancel(root: Path, grid: str, run_id: str | None) -> None:
+    """Record a cancellation; the runner stops the run at once and marks it cancelled."""
+    wanted = cancelled_ids(root, grid) | {run_id or "*"}
+    rundir.save_json(sorted(wanted), batch_dir(root, grid) / CANCELLED)
+
+
+def _apply_cancellations(
+    batch: Batch, processes: dict[str, subprocess.Popen[bytes]], out: IO[str] | None = None
+) -> bool:
+    wanted = cancelled_ids(batch.root, batch.grid)
+    changed = False
+    for run_id, state in batch.runs.items():
+        if state.status not in ("queued", "running") or not ({"*", run_id} & wanted):
+            continue
+        process = processes.pop(run_id, None)
+        if process is not None:  # its last epoch is checkpointed: a later launch resumes it
+            process.terminate()
+            process.wait()
+        state.status, state.pid, state.finished, changed = "cancelled", None, now(), True
+        if out is not None:
+            print(f"cancel  {run_id}", file=out, flush=True)
+    return changed
 
 
 def _unfinished(batch: Batch, processes: Mapping[str, Any]) -> bool:

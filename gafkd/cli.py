@@ -100,6 +100,13 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument(
         "--reference", default=None, help="a reference file of earlier numbers, or 'lab'"
     )
+    cancel = commands.add_parser("cancel", parents=[root], help="cancel a run or a whole batch")
+    cancel.add_argument("grid", help="the launched grid")
+    cancel.add_argument("--run", default=None, help="one run id (default: the whole batch)")
+    logs = commands.add_parser("logs", parents=[root], help="show a run's log")
+    logs.add_argument("run", help="a run id, e.g. student/dataset-watch_alpha-0.3/seed0")
+    logs.add_argument("--grid", default=None, help="the grid (default: search all)")
+    logs.add_argument("--follow", action="store_true", help="keep printing until it stops")
     batch_run = commands.add_parser(
         "batch-run", parents=[root, runner], help="(internal) the runner of a launched grid"
     )
@@ -151,6 +158,14 @@ def run_command(args: argparse.Namespace) -> int:
 
         reference = LAB_REFERENCE if args.reference == "lab" else args.reference
         print_results(args.root, args.grid, reference)
+    elif args.command == "cancel":
+        from gafkd.control import cancel
+
+        cancel(args.root, args.grid, args.run)
+    elif args.command == "logs":
+        from gafkd.control import show_log
+
+        show_log(args.root, args.run, args.grid, follow=args.follow)
     elif args.command == "batch-run":
         from gafkd.batch import run_batch
         from gafkd.launch import choose_slots

@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import Slots, batch_dir, grid_lock, is_locked, now, read_plan, run_batch
+from gafkd.batch import (
+    CANCELLED,
+    Slots,
+    batch_dir,
+    grid_lock,
+    is_locked,
+    now,
+    read_plan,
+    run_batch,
+)
 from gafkd.config import ConfigError
 from gafkd.grid import PlannedRun, expand, load_grid
 from gafkd.health import GpuSample, read_gpus
@@ -128,6 +137,7 @@ def launch(
             pass
     if runs is not None:
         write_plan(root, name, runs, overrides)
+        (batch_dir(root, name) / CANCELLED).unlink(missing_ok=True)  # a new launch runs them all
     where = ", ".join(
         f"{n} at a time on {'the CPU' if d == 'cpu' else f'GPU {d}'}"
         for d, n in slots.per_device.items()

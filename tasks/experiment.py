@@ -124,3 +124,35 @@ def results(c: Context, grid: str, reference: str = "", root: str = ".") -> None
     with user_errors():
         chosen = LAB_REFERENCE if reference == "lab" else reference or None
         print_results(Path(root), grid, chosen)
+
+
+@task(
+    help={
+        "grid": "the launched grid",
+        "run": "one run id (default: every queued and running run of the grid)",
+        "root": ROOT_HELP,
+    }
+)
+def cancel(c: Context, grid: str, run: str = "", root: str = ".") -> None:
+    """Stop a run, or a whole batch, cleanly: marked cancelled (not failed), resumable later."""
+    from gafkd.control import cancel as cancel_runs
+
+    with user_errors():
+        cancel_runs(Path(root), grid, run or None)
+
+
+@task(
+    positional=["run"],
+    help={
+        "run": "a run id, e.g. student/dataset-watch_alpha-0.3/seed0",
+        "grid": "the grid the run belongs to (default: search every launched grid)",
+        "follow": "keep printing new lines until the run stops",
+        "root": ROOT_HELP,
+    },
+)
+def logs(c: Context, run: str, grid: str = "", follow: bool = False, root: str = ".") -> None:
+    """Show a run's log (its training output), optionally following it."""
+    from gafkd.control import show_log
+
+    with user_errors():
+        show_log(Path(root), run, grid or None, follow=follow)

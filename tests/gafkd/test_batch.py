@@ -223,3 +223,50 @@ def test_unhealthy_gpu_gets_no_new_runs(grid_file, tmp_path: Path) -> None:  # t
     assert {s["status"] for s in runs.values()} == {"done"}
     assert {s["gpu"] for s in runs.values()} == {1}
     assert "slowdown threshold" in state(root)["gpus"]["0"]["reason"]
+
+
+def test_cancel_stops_a_running_run_and_marks_it_cancelled(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gafkd.control import cancel
+
+    root = tmp_path / "c"
+    launch(str(grid_file(epochs=30)), ["seed=0"], root, per_gpu=1, out=io.StringIO())
+    wait_for(
+        lambda: (
+            (batch_dir(root, "tiny") / "state.json").exists()
+            and state(root)["runs"]["gaf_teacher/default/seed0"]["status"] == "running"
+            and (root / "runs/tiny/gaf_teacher/default/seed0/checkpoint.pt").exists()
+        )
+    )
+    cancel(root, "tiny", "gaf_teacher/default/seed0", out=io.StringIO())
+    wait_for(lambda: state(root)["runs"]["gaf_teacher/default/seed0"]["status"] == "cancelled")
+    cancel(root, "tiny", out=io.StringIO())  # the whole batch
+    wait_for(lambda: not is_locked(root, "tiny"))
+    runs = state(root)["runs"]
+    assert runs["gaf_teacher/default/seed0"]["attempts"] == 0  # cancelled, not failed
+    assert "failed" not in {s["status"] for s in runs.values()}
+    assert (root / "runs/tiny/gaf_teacher/default/seed0/checkpoint.pt").exists()
+
+
+def test_cancel_and_logs_name_an_unknown_run(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gafkd.control import cancel, show_log
+
+    root = tmp_path / "u"
+    write_plan(root, "tiny", plan_grid(str(grid_file()), ["seed=0"], root), [])
+    with pytest.raises(ConfigError, match="no run 'student/default/seed9'.*did you mean"):
+        cancel(root, "tiny", "student/default/seed9", out=io.StringIO())
+    with pytest.raises(ConfigError, match="no run 'nope'"):
+        show_log(root, "nope", out=io.StringIO())
+    out = io.StringIO()
+    show_log(root, "gaf_teacher/default/seed0", out=out)
+    assert "has no log yet" in out.getvalue()
+
+
+def test_logs_show_a_finished_runs_output(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from gafkd.control import show_log
+
+    root = tmp_path / "l"
+    write_plan(root, "tiny", plan_grid(str(grid_file(epochs=1)), ["seed=0"], root), [])
+    run_batch(root, "tiny", Slots({"cpu": 2}), log=io.StringIO())
+    out = io.StringIO()
+    show_log(root, "student/alpha-0.3/seed0", follow=True, out=out)
+    assert "epoch 1/1" in out.getvalue()

@@ -1,0 +1,96 @@
+"""What a user does to a launched batch: cancel runs, read a run's log.
+
+Both look runs up by their id (``student/dataset-watch_alpha-0.3/seed0``) in the plans under
+``<root>/runs/*/.batch/``; an id that is in no plan is an error that suggests close ones.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from gafkd.batch import STATE_DIR, batch_dir, is_locked, read_plan, request_cancel
+from gafkd.config import ConfigError
+
+
+def find_run(root: Path, run_id: str, grid: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(grid, planned run) of a run id, searching one grid or every launched grid."""
+    grids = (
+        [grid] if grid else sorted(p.parent.name for p in (root / "runs").glob(f"*/{STATE_DIR}"))
+    )
+    known: list[str] = []
+    for name in grids:
+        for run in read_plan(root, name)["runs"]:
+            if run["id"] == run_id:
+                return name, run
+            known.append(run["id"])
+    close = difflib.get_close_matches(run_id, known, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `invoke status` lists runs"
+    raise ConfigError(f"no run {run_id!r} in the launched grids under {root / 'runs'}{hint}")
+
+
+def cancel(root: Path, grid: str, run_id: str | None = None, out: IO[str] = sys.stdout) -> None:
+    """Cancel one run, or the whole batch: running runs stop (their last epoch is checkpointed)
+    and are marked cancelled, not failed; launching the grid again resumes them."""
+    read_plan(root, grid)  # the grid must have been launched
+    if run_id is not None:
+        find_run(root, run_id, grid)
+    request_cancel(root, grid, run_id)
+    what = f"run {run_id}" if run_id else f"every queued and running run of {grid}"
+    if is_locked(root, grid):
+        print(f"cancelling {what}; the runner stops it within a second", file=out)
+    else:
+        print(f"{what} marked cancelled; no runner is live, so nothing was running", file=out)
+        _mark_cancelled(root, grid, run_id)
+
+
+def show_log(
+    root: Path,
+    run_id: str,
+    grid: str | None = None,
+    follow: bool = False,
+    out: IO[str] = sys.stdout,
+) -> None:
+    """Print a run's log; with `follow`, keep printing until the run stops running."""
+    name, run = find_run(root, run_id, grid)
+    path = root / run["run_dir"] / "log.txt"
+    position = 0
+    while True:
+        if path.exists():
+            with path.open("rb") as handle:
+                handle.seek(position)
+                chunk = handle.read()
+                position += len(chunk)
+            out.write(chunk.decode(errors="replace"))
+            out.flush()
+        if not follow or not _running(root, name, run_id):
+            break
+        time.sleep(0.5)
+    if not path.exists():
+        print(f"run {run_id} has no log yet (it has not started)", file=out)
+
+
+def _running(root: Path, grid: str, run_id: str) -> bool:
+    state_path = batch_dir(root, grid) / "state.json"
+    if not state_path.exists() or not is_locked(root, grid):
+        return False
+    state = json.loads(state_path.read_text())
+    return bool(state["runs"].get(run_id, {}).get("status") in ("running", "queued"))
+
+
+def _mark_cancelled(root: Path, grid: str, run_id: str | None) -> None:
+    from gafkd import rundir
+    from gafkd.batch import now
+
+    path = batch_dir(root, grid) / "state.json"
+    if not path.exists():
+        return
+    state = json.loads(path.read_text())
+    for key, run in state["runs"].items():
+        if run["status"] == "queued" and run_id in (None, key):
+            run.update(status="cancelled", finished=now())
+    rundir.save_json(state, path)
