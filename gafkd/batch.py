@@ -11,7 +11,6 @@ atomically after every change (format: docs/experiments.md, "Batch state").
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -19,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -84,39 +83,17 @@ def read_plan(root: Path, grid: str) -> dict[str, Any]:
 # -- the runner ----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def grid_lock(root: Path, grid: str) -> Iterator[None]:
+def grid_lock(root: Path, grid: str) -> contextlib.AbstractContextManager[None]:
     """Hold the grid's lock; a second runner of the same grid is refused, saying who holds it."""
-    path = batch_dir(root, grid) / "lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise ConfigError(
-                f"grid {grid!r} is already running (runner {holder}); `invoke status` shows it. "
-                "Wait for it to finish or stop that runner first"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {now()}\n")
-        handle.flush()
-        yield
+    return rundir.exclusive(
+        batch_dir(root, grid) / "lock",
+        f"grid {grid!r} is already running (runner {{holder}}); `invoke status` shows it. "
+        "Wait for it to finish or stop that runner first",
+    )
 
 
 def is_locked(root: Path, grid: str) -> bool:
-    path = batch_dir(root, grid) / "lock"
-    if not path.exists():
-        return False
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return rundir.is_held(batch_dir(root, grid) / "lock")
 
 
 def run_batch(

@@ -112,15 +112,19 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> RunConfig:
     teacher configs it names can move together.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass the path of a .toml run config")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path} is not valid TOML: {error}") from None
-    table = apply_overrides(table, overrides)
+    table = apply_overrides(read_toml(path, "config file"), overrides)
     config = from_dict(table)
     return resolve_teacher_paths(config, path.parent)
+
+
+def read_toml(path: Path, kind: str) -> dict[str, Any]:
+    """A TOML file's tables; a missing file or bad TOML is a ConfigError naming `kind` and path."""
+    if not path.is_file():
+        raise ConfigError(f"{kind} {path} does not exist; pass the path of a .toml file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{kind} {path} is not valid TOML: {error}") from None
 
 
 def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gafkd.config import ConfigError, apply_overrides, from_dict, to_dict
+from gafkd.config import ConfigError, apply_overrides, from_dict, read_toml, to_dict
 
 AXIS_DATASET = "dataset"  # an axis of preset names, merged from gafkd/grids/datasets.toml
 
@@ -88,13 +88,7 @@ def load_grid(name_or_path: str) -> Grid:
                 "(or give the path of a grid .toml file)"
             )
         path = shipped[name_or_path]
-    if not path.is_file():
-        raise ConfigError(f"grid file {path} does not exist")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"grid file {path} is not valid TOML: {error}") from None
-    return parse_grid(table, str(path))
+    return parse_grid(read_toml(path, "grid file"), str(path))
 
 
 def parse_grid(table: Mapping[str, Any], where: str = "grid") -> Grid:

@@ -8,14 +8,13 @@ own notes ship as `LAB_REFERENCE`. Reading the file is the only effect; matching
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gafkd.accuracy import REPORTS, AxisValue, GroupRow, _text
-from gafkd.config import ConfigError
+from gafkd.config import ConfigError, read_toml
 
 LAB_REFERENCE = Path(__file__).parent / "grids" / "reference_lab.toml"
 
@@ -67,12 +66,7 @@ def load_reference(path: Path | str) -> Reference:
     ConfigError naming the file and the row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"reference file {path} does not exist; pass a .toml reference file")
-    try:
-        table = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"reference file {path} is not valid TOML: {error}") from None
+    table = read_toml(path, "reference file")
 
     def fail(where: str, problem: str) -> ConfigError:
         return ConfigError(f"reference file {path}: {where}{problem}; see docs/results.md")

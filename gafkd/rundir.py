@@ -23,8 +23,9 @@ import platform
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,23 +60,44 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 
 @contextmanager
-def locked(run_dir: Path) -> Iterator[None]:
-    """Hold the run's lock while training it: a second process on the same run is refused."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / LOCK).open("a+") as handle:
+def exclusive(path: Path, busy: str) -> Iterator[None]:
+    """Hold an flock on `path` for the block; when another process holds it, raise ConfigError
+    with `busy`, which may name the holder as ``{holder}`` (its pid, host and start time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            raise ConfigError(
-                f"{run_dir} is being trained by another process ({handle.read().strip()}); "
-                "wait for it, or stop that process first"
-            ) from None
+            raise ConfigError(busy.format(holder=handle.read().strip() or "unknown")) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
         handle.flush()
         yield
+
+
+def is_held(path: Path) -> bool:
+    """Whether another process holds the flock on `path`."""
+    if not path.exists():
+        return False
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
+def locked(run_dir: Path) -> AbstractContextManager[None]:
+    """Hold the run's lock while training it: a second process on the same run is refused."""
+    return exclusive(
+        run_dir / LOCK,
+        f"{run_dir} is being trained by another process ({{holder}}); "
+        "wait for it, or stop that process first",
+    )
 
 
 def save_torch(obj: Any, path: Path) -> None:
