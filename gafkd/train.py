@@ -223,6 +223,7 @@ def fit(
                 )
                 if run_dir is not None:
                     rundir.write_error(run_dir, message)
+                progress.close()
                 raise TrainingError(message)
             # backward, clip, step
             optimizer.zero_grad(set_to_none=True)
