@@ -5,7 +5,9 @@ difference from the desired state, and returns a one-line reason (shown as ``ok:
 it yielded nothing). Steps never change anything themselves; `run_host` prints each plan as
 ``host | step | why | command``, applies it unless ``dry``, re-plans the step to verify that the
 host now matches (an empty plan), and only then plans the next step, because later facts depend
-on earlier changes.
+on earlier changes. A step that does not apply to a host (no GPU on it) raises SkipStep: it is
+reported as skipped with its reason, and the run goes on. A Command with ``local=True`` runs on
+this machine (``rsync`` to the host) instead of on the host.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,23 +33,34 @@ STDIN = "/dev/stdin"
 """An argv element standing for the Command's ``stdin`` text. The runner uploads that text to a
 private temporary file and passes the file instead: Fabric's sudo answers the password prompt on
 standard input, so standard input cannot carry file contents."""
+LOCAL_STDIN_PREFIX = "gafkd-stdin-"  # the same, for a command run on this machine
 
 
 class ProvisionError(RuntimeError):
     """Host state we cannot or will not fix: says what was found, what is required, what to do."""
 
 
+class SkipStep(Exception):
+    """Raised by a step that does not apply to this host; its message is the reason."""
+
+
 @dataclass(frozen=True)
 class Command:
-    """One planned change: an argv list (never a shell line), whether it needs root, and why."""
+    """One planned change: an argv list (never a shell line), whether it needs root, and why.
+
+    ``stdin`` is what the STDIN argument stands for: a private temporary file holding it, on the
+    host, or on this machine for a ``local`` command (run here, e.g. rsync to the host).
+    """
 
     argv: tuple[str, ...]
     sudo: bool
     why: str
-    stdin: str | None = None
+    stdin: str | bytes | None = None
+    local: bool = False
 
     def __str__(self) -> str:
-        return ("sudo " if self.sudo else "") + shlex.join(self.argv)
+        where = "local: " if self.local else ""
+        return where + ("sudo " if self.sudo else "") + shlex.join(self.argv)
 
 
 def write_file(path: str, content: str, *, why: str, mode: str = "0644") -> Command:
@@ -73,6 +87,7 @@ class Connection(Protocol):
     def run(self, command: str, **kwargs: Any) -> Result: ...
     def sudo(self, command: str, **kwargs: Any) -> Result: ...
     def put(self, local: Any, remote: str) -> object: ...
+    def local(self, command: str, **kwargs: Any) -> Result: ...
 
 
 Step = Callable[[Connection, "Host"], Generator[Command, None, str]]
@@ -105,6 +120,18 @@ def read_file(connection: Connection, path: str) -> str | None:
     raise ProvisionError(f"cannot read {path} on the host: {result.stderr.strip()}")
 
 
+def run_local(connection: Connection, argv: Sequence[str], stdin: bytes, **kwargs: Any) -> Result:
+    """Run argv on this machine; a STDIN argument stands for a private temporary file of stdin.
+
+    (invoke feeds ``in_stream`` to a process one byte per 10 ms, too slow for a file list.)
+    """
+    with tempfile.NamedTemporaryFile(prefix=LOCAL_STDIN_PREFIX) as file:
+        file.write(stdin)
+        file.flush()
+        argv = [file.name if part == STDIN else part for part in argv]
+        return connection.local(shlex.join(argv), hide=True, in_stream=False, **kwargs)
+
+
 def plan(step: Step, connection: Connection, host: Host) -> tuple[list[Command], str]:
     """Collect a step's planned commands and the reason it returned."""
     commands: list[Command] = []
@@ -119,15 +146,19 @@ def plan(step: Step, connection: Connection, host: Host) -> tuple[list[Command],
 def apply(connection: Connection, command: Command, sudo_password: str | None) -> None:
     """Run one planned command; any failure becomes a ProvisionError naming the command."""
     argv, upload = command.argv, None
-    if command.stdin is not None:
+    stdin = command.stdin.encode() if isinstance(command.stdin, str) else command.stdin
+    if stdin is not None and not command.local:
         upload = read_result(connection, "mktemp").stdout.strip()
         if not upload:
             raise ProvisionError(f"mktemp failed on the host, needed to apply `{command}`")
-        connection.put(io.BytesIO(command.stdin.encode()), upload)
+        connection.put(io.BytesIO(stdin), upload)
         argv = tuple(upload if part == STDIN else part for part in argv)
     try:
         quiet = {"hide": True, "in_stream": False}  # sudo's password responder still works
-        if not command.sudo:
+        if command.local:
+            assert not command.sudo, "local commands run as the user who runs invoke"
+            run_local(connection, argv, stdin or b"")
+        elif not command.sudo:
             connection.run(shlex.join(argv), **quiet)
         elif sudo_password is None:
             connection.run(shlex.join(("sudo", "-n", "--", *argv)), **quiet)
@@ -186,7 +217,11 @@ def _run_step(
     echo: Callable[[str], None],
     sudo_password: str | None,
 ) -> Outcome:
-    commands, reason = plan(step, connection, host)
+    try:
+        commands, reason = plan(step, connection, host)
+    except SkipStep as skipped:
+        echo(f"{host.alias} | {name} | skipped: {skipped}")
+        return Outcome(host.alias, name, "skipped", str(skipped))
     if not commands:
         echo(f"{host.alias} | {name} | ok: {reason}")
         return Outcome(host.alias, name, "ok", reason)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioning import nvml_probe
-from provisioning.core import Command, Connection, ProvisionError, read_result
+from provisioning.core import Command, Connection, ProvisionError, SkipStep, read_result
 from provisioning.hosts import Host
 
 # --- constants ---------------------------------------------------------------------------------
@@ -57,6 +57,14 @@ DRIVER_RISKS = (
     "and a wrong open/proprietary flavour or unsigned module under Secure Boot leaves no GPU "
     "(docs/provisioning.md, 'Driver changes')"
 )
+
+
+# NVML errors that mean "no NVIDIA driver here" rather than a broken one.
+NO_DRIVER_ERRORS = ("NVMLError_LibraryNotFound", "NVMLError_DriverNotLoaded")
+
+
+class NoDriver(ProvisionError):
+    """NVML is missing or no driver is loaded: skipped on a host that expects no GPU."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,8 @@ def parse_probe(text: str) -> Probe:
         remedy = "no NVIDIA driver is loaded: install one by hand"
         if "Mismatch" in error:
             remedy = "the driver was upgraded but the old kernel module is still loaded: reboot"
+        if error.startswith(NO_DRIVER_ERRORS):
+            raise NoDriver(f"NVML cannot start on the host ({error}); {remedy}")
         raise ProvisionError(f"NVML cannot start on the host ({error}); {remedy}")
     gpus = tuple(
         Gpu(
@@ -343,6 +353,11 @@ def check_compat(connection: Connection, host: Host) -> Generator[Command, None,
         probe = read_probe(connection)
     except ProvisionError as error:
         advice = f"ubuntu-drivers recommends {recommended}" if recommended else "no recommendation"
+        if isinstance(error, NoDriver) and not host.expected_gpus:  # the other steps still apply
+            raise SkipStep(
+                f"no NVIDIA driver on the host (NVML missing; {advice}). Set expected_gpus for "
+                f"{host.alias} in invoke.yaml to make this an error"
+            ) from None
         raise ProvisionError(
             f"{error} ({advice}). Provisioning never installs drivers, because {DRIVER_RISKS}"
         ) from None

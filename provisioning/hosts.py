@@ -2,7 +2,8 @@
 
 SSH details (user, port, key, jump host) stay in ``~/.ssh/config``, which Fabric reads; the
 project holds only what provisioning needs. ``local`` is this machine. Host keys are checked
-against ``~/.ssh/known_hosts`` (Fabric does not check them by default).
+against ``~/.ssh/known_hosts`` (Fabric does not check them by default). A host entry may name
+other files with ``ssh_config`` and ``known_hosts`` (the test host does); rsync uses the same.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from provisioning.core import Connection, ProvisionError
 
 LOCAL = "local"
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # Debian's adduser NAME_REGEX, without the '$'
 GROUP_NAME = USER_NAME
+LAB_DIR = re.compile(r"/[A-Za-z0-9._/{}-]*")  # {user}: the ssh login user; nothing a shell reads
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,11 @@ class Host:
     users: tuple[str, ...] = ()  # lab members: added to the group, each gets the envs
     data_paths: tuple[str, ...] = ()  # shared data folders, absolute
     expected_gpus: int | None = None  # None: do not check the GPU count
+    lab_dir: str = "/srv/lab/{user}/gafkd"  # where `invoke sync` puts the code; {user}: ssh login
+    ssh_config: str | None = None  # None: ~/.ssh/config
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    conda_flavor: Literal["miniforge", "anaconda"] = "miniforge"  # what a fresh install gets
+    conda_installer: str | None = None  # installer on this machine, uploaded (offline host)
 
 
 def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
@@ -47,6 +54,19 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
     users = tuple(str(user) for user in settings.get("users") or ())
     data_paths = tuple(str(path) for path in settings.get("data_paths") or ())
     expected = settings.get("expected_gpus")
+    lab_dir = str(settings.get("lab_dir", Host.lab_dir))
+    files = {key: settings.get(key) for key in ("ssh_config", "known_hosts")}
+    flavor = settings.get("conda_flavor", Host.conda_flavor)
+    installer = settings.get("conda_installer")
+    if flavor not in ("miniforge", "anaconda"):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.conda_flavor is {flavor!r}; expected miniforge or anaconda"
+        )
+    if installer is not None and (not isinstance(installer, str) or "\n" in installer):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.conda_installer is {installer!r}; expected the path of "
+            "an installer file on this machine, or leave it out to download Miniforge"
+        )
     for kind, name in [("group", group)] + [("user", user) for user in users]:
         if not USER_NAME.fullmatch(name):
             raise ProvisionError(
@@ -62,7 +82,38 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.expected_gpus is {expected!r}; expected a count >= 0"
         )
-    return Host(alias, group, prefix.rstrip("/") or "/", users, data_paths, expected)
+    if not LAB_DIR.fullmatch(lab_dir) or set("{}") & set(lab_dir.replace("{user}", "")):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.lab_dir is {lab_dir!r}; expected an absolute path of "
+            "letters, digits and . _ - / only, optionally with {user} for the ssh login user"
+        )
+    for key, file in files.items():
+        if file is not None and not (isinstance(file, str) and file.startswith(("/", "~"))):
+            raise ProvisionError(
+                f"invoke.yaml hosts.{alias}.{key} is {file!r}; expected an absolute path "
+                "(or one starting with ~), or leave it out for the file under ~/.ssh"
+            )
+    return Host(
+        alias,
+        group=group,
+        conda_prefix=prefix.rstrip("/") or "/",
+        users=users,
+        data_paths=data_paths,
+        expected_gpus=expected,
+        lab_dir=lab_dir.rstrip("/") or "/",
+        ssh_config=files["ssh_config"],
+        known_hosts=files["known_hosts"],
+        conda_flavor=flavor,
+        conda_installer=installer,
+    )
+
+
+def ssh_files(host: Host) -> tuple[Path, Path]:
+    """The ssh_config and known_hosts files for ``host``: its settings, else those in ~/.ssh."""
+    ssh = Path.home() / ".ssh"
+    config = Path(host.ssh_config).expanduser() if host.ssh_config else ssh / "config"
+    known = Path(host.known_hosts).expanduser() if host.known_hosts else ssh / "known_hosts"
+    return config, known
 
 
 def ssh_aliases(ssh_config: Path) -> set[str]:
@@ -113,15 +164,21 @@ class LocalConnection:
             return shutil.copyfile(local, remote)
         return Path(remote).write_bytes(local.read())
 
+    def local(self, command: str, **kwargs: Any) -> Any:
+        return self.context.run(command, **kwargs)
 
-def connect(host: Host, known_hosts: Path) -> Connection:
+
+def connect(host: Host) -> Connection:
     """Open a connection to ``host``; an unknown or changed host key is refused."""
     if host.alias == LOCAL:
         return LocalConnection()
     import paramiko
+    from fabric import Config
     from fabric import Connection as FabricConnection
 
-    connection = FabricConnection(host.alias)
+    ssh_config, known_hosts = ssh_files(host)
+    config = Config(runtime_ssh_path=str(ssh_config)) if host.ssh_config else None
+    connection = FabricConnection(host.alias, config=config)
     if known_hosts.is_file():
         connection.client.load_host_keys(str(known_hosts))
     connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -137,7 +194,7 @@ def connect(host: Host, known_hosts: Path) -> Connection:
     except paramiko.AuthenticationException as error:
         raise ProvisionError(
             f"ssh login to {host.alias} ({target}) failed: {error}; check User and IdentityFile "
-            "for this alias in ~/.ssh/config"
+            f"for this alias in {ssh_config}"
         ) from None
     except paramiko.SSHException as error:
         if "not found in known_hosts" not in str(error):
@@ -150,6 +207,6 @@ def connect(host: Host, known_hosts: Path) -> Connection:
     except (OSError, socket.gaierror) as error:
         raise ProvisionError(
             f"cannot reach {host.alias} ({target}): {error}; check HostName and Port for this "
-            "alias in ~/.ssh/config (Fabric ignores Include lines) and that the host is up"
+            f"alias in {ssh_config} (Fabric ignores Include lines) and that the host is up"
         ) from None
     return connection  # type: ignore[no-any-return]

@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
-from provisioning import gpu, power
+from provisioning import code, conda, gpu, power
 from provisioning.core import (
     DRY_NOTE,
     Outcome,
@@ -28,23 +28,37 @@ from provisioning.core import (
 )
 from provisioning.hosts import connect, select_hosts
 
-STEPS: dict[str, Step] = {"gpu": gpu.check_compat, "power": power.ensure_power}  # in this order
+STEPS: dict[str, Step] = {  # in this order
+    "gpu": gpu.check_compat,
+    "group": conda.ensure_group,
+    "conda": conda.ensure_conda,
+    "condarc": conda.ensure_condarc,
+    "envs": conda.ensure_envs,
+    "power": power.ensure_power,
+    "sync": code.ensure_code,
+}
 
 HOST_HELP = "ssh alias under hosts: in invoke.yaml or in ~/.ssh/config, 'local', or 'lab1,lab2'"
 
 
 def run_steps(
-    c: Context, host: str, names: list[str], dry: bool, ask: bool, echo: Callable[[str], None]
+    c: Context,
+    host: str,
+    names: list[str],
+    dry: bool,
+    ask: bool,
+    echo: Callable[[str], None],
+    move_conda: bool = False,
 ) -> list[Outcome]:
     """Resolve hosts and steps, then run them; user and host errors become one-line exits."""
+    table = {**STEPS, "conda": conda.ensure_conda_moved} if move_conda else STEPS
     try:
         hosts = select_hosts(host, c.config.get("hosts") or {}, Path.home() / ".ssh" / "config")
         password = getpass(f"sudo password on {host}: ") if ask else c.config.sudo.password
-        known_hosts = Path.home() / ".ssh" / "known_hosts"
-        steps = [(name, STEPS[name]) for name in names]
+        steps = [(name, table[name]) for name in names]
         return run_hosts(
             hosts,
-            lambda h: connect(h, known_hosts),
+            connect,
             steps,
             dry=dry,
             echo=echo,
@@ -79,6 +93,8 @@ def fail_on_errors(outcomes: list[Outcome]) -> None:
         "json": "print the summary as JSON on stdout (progress lines go to stderr)",
         "ask_sudo_password": "prompt for the sudo password (default: passwordless sudo, or "
         "the sudo.password config / INVOKE_SUDO_PASSWORD)",
+        "move_conda": "consent to a fresh conda install at conda_prefix when one is found "
+        "elsewhere (default: adopt that one in place; the old one is never deleted)",
     }
 )
 def provision(
@@ -88,8 +104,9 @@ def provision(
     only: str = "",
     json: bool = False,
     ask_sudo_password: bool = False,
+    move_conda: bool = False,
 ) -> None:
-    """Check, then change, lab hosts: GPU stack check, then suspend turned off."""
+    """Check, then change, lab hosts: GPU, group, shared conda, envs, no suspend, code synced."""
     if only and only not in STEPS:
         raise Exit(f"error: --only {only!r} is not a step; choose one of {', '.join(STEPS)}", 1)
     stream = sys.stderr if json else sys.stdout
@@ -97,7 +114,8 @@ def provision(
     def echo(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    outcomes = run_steps(c, host, [only] if only else list(STEPS), dry, ask_sudo_password, echo)
+    names = [only] if only else list(STEPS)
+    outcomes = run_steps(c, host, names, dry, ask_sudo_password, echo, move_conda)
     print_report(outcomes, as_json=json, dry=dry)
     fail_on_errors(outcomes)
 
@@ -107,3 +125,18 @@ def doctor(c: Context, host: str) -> None:
     """Explain the GPU stack of a host: driver, CUDA, cuDNN and the envs' torch (read-only)."""
     outcomes = run_steps(c, host, ["gpu"], dry=True, ask=False, echo=print)
     fail_on_errors(outcomes)
+
+
+@task(
+    help={
+        "host": HOST_HELP,
+        "dry": "print what would be copied and change nothing",
+        "json": "print the summary as JSON on stdout (progress lines go to stderr)",
+        "ask_sudo_password": "prompt for the sudo password (needed only to create the lab folder)",
+    }
+)
+def sync(
+    c: Context, host: str, dry: bool = False, json: bool = False, ask_sudo_password: bool = False
+) -> None:
+    """Copy this checkout into the lab folder on a host (rsync, else SFTP); deletes nothing."""
+    provision(c, host, dry=dry, only="sync", json=json, ask_sudo_password=ask_sudo_password)

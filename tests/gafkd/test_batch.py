@@ -252,7 +252,7 @@ def test_cancel_and_logs_name_an_unknown_run(grid_file, tmp_path: Path) -> None:
 
     root = tmp_path / "u"
     write_plan(root, "tiny", plan_grid(str(grid_file()), ["seed=0"], root), [])
-    with pytest.raises(ConfigError, match="no run 'student/default/seed9'.*did you mean"):
+    with pytest.raises(ConfigError, match=r"no run 'student/default/seed9'.*did you mean"):
         cancel(root, "tiny", "student/default/seed9", out=io.StringIO())
     with pytest.raises(ConfigError, match="no run 'nope'"):
         show_log(root, "nope", out=io.StringIO())

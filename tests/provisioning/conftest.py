@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from invoke.exceptions import AuthFailure, UnexpectedExit
 from invoke.runners import Result
+
+from provisioning.core import LOCAL_STDIN_PREFIX, STDIN
 
 OUTPUTS = Path(__file__).parent / "outputs"
 
@@ -34,6 +38,7 @@ class FakeConnection:
         paths: set[str] | None = None,
         units: dict[str, str] | None = None,
         sudo_password: str | None = None,
+        local_replies: dict[str, tuple[str, int]] | None = None,
     ) -> None:
         self.replies = dict(replies or {})
         self.files = dict(files or {})
@@ -44,6 +49,8 @@ class FakeConnection:
         self.puts: list[tuple[Any, str]] = []
         self.temp = 0
         self.hooks: dict[str, Callable[[], None]] = {}
+        self.local_replies = dict(local_replies or {})  # commands run on this machine
+        self.ran_local: list[tuple[str, str]] = []  # (command, its standard input)
 
     def run(self, command: str, *, hide: bool = False, warn: bool = False, **_: Any) -> Result:
         self.ran.append(command)
@@ -65,6 +72,29 @@ class FakeConnection:
         self.files[remote] = content
         self.paths.add(remote)
         return None
+
+    def local(self, command: str, *, warn: bool = False, **_: Any) -> Result:
+        """This machine's side (git, rsync): ``local_replies`` or a hook, else the test fails.
+
+        A temporary file standing for STDIN is recorded with its content and keyed as STDIN.
+        """
+        argv, stdin = shlex.split(command), ""
+        for index, part in enumerate(argv):
+            if Path(part).name.startswith(LOCAL_STDIN_PREFIX):
+                argv[index], stdin = STDIN, Path(part).read_text()
+        command = shlex.join(argv)
+        self.ran_local.append((command, stdin))
+        if command in self.hooks:
+            self.hooks[command]()
+            stdout, code = "", 0
+        elif command in self.local_replies:
+            stdout, code = self.local_replies[command]
+        else:
+            raise AssertionError(f"unexpected command on this machine: {command!r}")
+        result = Result(stdout=stdout, stderr="", exited=code, command=command)
+        if code and not warn:
+            raise UnexpectedExit(result)
+        return result
 
     def answer(self, argv: list[str]) -> tuple[str, str, int]:
         if argv[:3] == ["sudo", "-n", "--"]:
@@ -109,3 +139,30 @@ def fake() -> Callable[..., FakeConnection]:
 @pytest.fixture
 def recorded() -> Callable[[str, str], str]:
     return output
+
+
+def _testhost_module() -> Any:
+    """testhost.py, loaded by path: tests/ is not a package (pytest's importlib mode)."""
+    path = Path(__file__).with_name("testhost.py")
+    spec = importlib.util.spec_from_file_location("gafkd_testhost", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+testhost_module = _testhost_module()
+
+
+@pytest.fixture(scope="session")
+def testhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The real Debian test host (testhost.py), once per session; skips when it cannot start."""
+    hosts = testhost_module.bring_up(tmp_path_factory.mktemp("testhost"))
+    try:
+        host = next(hosts)
+    except testhost_module.Unavailable as error:
+        pytest.skip(f"ssh test host unavailable: {error}")
+    yield host
+    hosts.close()  # stops its sshd by PID and removes the copy

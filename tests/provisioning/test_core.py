@@ -12,6 +12,7 @@ from provisioning.core import (
     Command,
     Outcome,
     ProvisionError,
+    SkipStep,
     plan,
     report_json,
     report_table,
@@ -96,6 +97,37 @@ def test_a_failed_step_skips_the_later_steps_untouched(fake) -> None:
     assert "needs 12.4" in outcomes[0].detail
     assert outcomes[1].detail == "an earlier step failed"
     assert connection.ran == []
+
+
+def no_gpu_here(connection, host) -> Generator[Command, None, str]:
+    yield from ()
+    raise SkipStep("no NVIDIA driver on the host (NVML missing)")
+
+
+def test_a_skipped_step_is_reported_and_the_later_steps_run(fake) -> None:
+    connection, lines = fake(paths={"/srv/marker"}), []
+    steps = [("gpu", no_gpu_here), ("marker", ensure_marker)]
+    outcomes = run_host(connection, HOST, steps, dry=False, echo=lines.append)
+    assert [(o.step, o.status) for o in outcomes] == [("gpu", "skipped"), ("marker", "ok")]
+    assert outcomes[0].detail == "no NVIDIA driver on the host (NVML missing)"
+    assert lines[0] == "lab | gpu | skipped: no NVIDIA driver on the host (NVML missing)"
+
+
+def test_a_local_command_runs_here_with_its_stdin_in_a_private_file(fake) -> None:
+    rsync = "rsync --files-from /dev/stdin /src/ lab:/dst/"
+    copied: list[bool] = []
+
+    def ensure_copy(connection, host) -> Generator[Command, None, str]:
+        if not copied:
+            yield Command(tuple(shlex.split(rsync)), False, "copy", stdin="a\0b", local=True)
+        return "copied"
+
+    connection = fake()
+    connection.hooks[rsync] = lambda: copied.append(True)
+    outcomes = run_host(connection, HOST, [("sync", ensure_copy)], dry=False, echo=print)
+    assert outcomes[0].status == "changed"
+    assert connection.ran_local == [(rsync, "a\0b")]  # the file's content, read by the fake
+    assert connection.ran == []  # nothing ran on the host
 
 
 def test_a_failing_command_stops_the_host_and_names_the_command(fake) -> None:

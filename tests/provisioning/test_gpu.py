@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from provisioning import gpu, nvml_probe
-from provisioning.core import ProvisionError, plan
+from provisioning.core import ProvisionError, SkipStep, plan
 from provisioning.gpu import Gpu, Probe, TorchBuild
 from provisioning.hosts import Host
 
@@ -238,9 +238,21 @@ def test_check_compat_reads_the_installed_torch_of_each_env(fake, recorded, monk
 def test_check_compat_without_a_driver_names_the_recommendation(fake, recorded) -> None:
     connection = fake(lab_host_replies(recorded, probe="no-driver"))
     with pytest.raises(ProvisionError) as error:
-        plan(gpu.check_compat, connection, LAB)
+        plan(gpu.check_compat, connection, Host("lab", expected_gpus=1))
     assert "ubuntu-drivers recommends nvidia-driver-570" in str(error.value)
     assert "never installs drivers" in str(error.value)
+
+
+def test_check_compat_skips_a_host_without_a_driver_that_expects_no_gpu(fake, recorded) -> None:
+    connection = fake(lab_host_replies(recorded, probe="no-driver"))
+    with pytest.raises(SkipStep, match=r"^no NVIDIA driver on the host \(NVML missing; "):
+        plan(gpu.check_compat, connection, LAB)
+
+
+def test_a_driver_mismatch_fails_even_when_no_gpu_is_expected(fake, recorded) -> None:
+    connection = fake(lab_host_replies(recorded, probe="version-mismatch"))
+    with pytest.raises(ProvisionError, match="reboot"):
+        plan(gpu.check_compat, connection, LAB)
 
 
 def test_a_prefix_with_metacharacters_reaches_the_host_as_one_argument(fake, recorded, tmp_path):

@@ -67,7 +67,7 @@ def test_an_unknown_alias_is_named_and_the_known_ones_listed(ssh_config: Path) -
 
 
 def test_local_is_this_machine() -> None:
-    assert isinstance(connect(Host("local"), Path("unused")), LocalConnection)
+    assert isinstance(connect(Host("local")), LocalConnection)
 
 
 def test_local_put_copies_a_file(tmp_path: Path) -> None:
@@ -85,9 +85,9 @@ def write_home_ssh_config() -> Path:
 
 
 def test_an_unreachable_host_is_one_clear_error() -> None:
-    known_hosts = write_home_ssh_config()  # HOME is a temporary folder (tests/conftest.py)
+    write_home_ssh_config()  # HOME is a temporary folder (tests/conftest.py)
     with pytest.raises(ProvisionError, match=r"cannot reach gpu2 \(127.0.0.1:1\)"):
-        connect(Host("gpu2"), known_hosts)
+        connect(Host("gpu2"))
 
 
 def test_host_keys_are_checked_and_an_unknown_one_says_how_to_trust_it(monkeypatch) -> None:
@@ -104,7 +104,7 @@ def test_host_keys_are_checked_and_an_unknown_one_says_how_to_trust_it(monkeypat
 
     monkeypatch.setattr(Connection, "open", refuse)
     with pytest.raises(ProvisionError) as error:
-        connect(Host("gpu2"), known_hosts)
+        connect(Host("gpu2"))
     assert isinstance(seen["policy"], paramiko.RejectPolicy)
     assert "is not in" in str(error.value)
     assert f"ssh-keyscan -t ed25519 -p 1 -H 127.0.0.1 >> {known_hosts}" in str(error.value)
@@ -113,3 +113,36 @@ def test_host_keys_are_checked_and_an_unknown_one_says_how_to_trust_it(monkeypat
 def test_the_ssh_config_reader_skips_patterns(ssh_config: Path) -> None:
     assert hosts.ssh_aliases(ssh_config) == {"gpu2"}
     assert hosts.ssh_aliases(ssh_config.parent / "missing") == set()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"lab_dir": "srv/lab"}, "lab_dir is 'srv/lab'; expected an absolute path"),
+        ({"lab_dir": "/srv/lab;id"}, "lab_dir is '/srv/lab;id'"),
+        ({"lab_dir": "/srv/{host}/x"}, "lab_dir is '/srv/{host}/x'"),
+        ({"ssh_config": "ssh_config"}, "ssh_config is 'ssh_config'; expected an absolute path"),
+        ({"known_hosts": 1}, "known_hosts is 1; expected an absolute path"),
+    ],
+)
+def test_bad_lab_dir_and_ssh_files_are_refused(settings, message) -> None:
+    with pytest.raises(ProvisionError, match=re.escape(message)):
+        parse_host("lab", settings)
+
+
+def test_lab_dir_and_ssh_files_are_read() -> None:
+    settings = {"lab_dir": "/data/{user}/code/", "ssh_config": "~/lab/ssh_config"}
+    host = parse_host("lab", settings)
+    assert host.lab_dir == "/data/{user}/code"
+    assert hosts.ssh_files(host) == (
+        Path.home() / "lab/ssh_config",
+        Path.home() / ".ssh/known_hosts",
+    )
+
+
+def test_a_host_with_its_own_ssh_config_is_resolved_from_that_file(ssh_config: Path) -> None:
+    host = Host("gpu2", ssh_config=str(ssh_config), known_hosts=str(ssh_config.parent / "kh"))
+    with pytest.raises(
+        ProvisionError, match=rf"cannot reach gpu2 \(127.0.0.1:1\).*in {ssh_config}"
+    ):
+        connect(host)  # ~/.ssh/config does not exist: the alias came from ssh_config

@@ -1,0 +1,497 @@
+"""Shared conda: group, install (fresh, adopted, moved, uploaded), .condarc and per-user envs.
+
+The `conda info --json` outputs under outputs/conda-info/ follow conda 24.x's key set; they were
+written for these tests, not captured from a host (no conda may be installed here). Replace them
+with captures from the CI host when it has an installer.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+from invoke.exceptions import UnexpectedExit
+from invoke.runners import Result
+
+from provisioning import conda
+from provisioning.conda import ANACONDA_NOTE, STAMP, Account, Install
+from provisioning.core import STDIN, Command, ProvisionError, plan, run_host, write_file
+from provisioning.hosts import Host, parse_host
+from tests.provisioning.conftest import FakeConnection, output
+
+LAB = Host("lab", users=("alice",))
+LAB_ROOT = "/home/root/anaconda3"
+ALICE_ENV = "/home/alice/.conda/envs/gafkd"
+GAFKD_YML = (conda.ENVS_DIR / "gafkd.yml").read_text()
+
+
+class CondaHost(FakeConnection):
+    """The fake host, plus ``stat`` and ``find`` answers and paths that only root may read.
+
+    ``stats`` maps a path to its recorded ``stat -c '%U %G %a'`` line; ``finds`` maps the find
+    tests (shlex-joined, path included) to the first path found, and any other find finds
+    nothing; a plain command naming a path under ``locked`` gets 'Permission denied'.
+    """
+
+    def __init__(
+        self, stats: dict[str, str] | None = None, finds: dict[str, str] | None = None,
+        locked: tuple[str, ...] = (), **kwargs: Any,
+    ) -> None:  # fmt: skip
+        super().__init__(**kwargs)
+        self.stats, self.finds, self.locked = dict(stats or {}), dict(finds or {}), locked
+
+    def run(self, command: str, *, warn: bool = False, **kwargs: Any) -> Result:
+        argv = shlex.split(command)
+        if argv[0] != "sudo" and any(part.startswith(self.locked) for part in argv):
+            self.ran.append(command)
+            result = Result(stderr=f"{argv[0]}: {argv[-1]}: Permission denied\n", exited=1)
+            if not warn:
+                raise UnexpectedExit(result)
+            return result
+        return super().run(command, warn=warn, **kwargs)
+
+    def answer(self, argv: list[str]) -> tuple[str, str, int]:
+        plain = argv[3:] if argv[:3] == ["sudo", "-n", "--"] else argv
+        match plain:
+            case ["stat", "-L", "-c", "%U %G %a", "--", path]:
+                if path in self.stats:
+                    return self.stats[path], "", 0
+                return "", f"stat: cannot statx '{path}': No such file or directory\n", 1
+            case ["find", *tests, "-print", "-quit"]:
+                return self.finds.get(shlex.join(tests), ""), "", 0
+            case ["install", "-D", "-o", _, "-g", _, "-m", _, source, target]:
+                self.files[target] = self.files[source]
+                return "", "", 0
+        return super().answer(argv)
+
+
+def getent(users: tuple[str, ...] = ("alice",), group: str | None = "lab-alice") -> dict:
+    replies = {f"getent passwd {user}": (output("getent-passwd", user), 0) for user in users}
+    replies["getent passwd mallory"] = ("", 2)
+    replies["getent group lab"] = (output("getent-group", group), 0) if group else ("", 2)
+    return replies
+
+
+def conda_at(prefix: str, case: str) -> tuple[dict[str, str], dict]:
+    """stats and replies for a conda install at ``prefix`` (conda info from outputs/)."""
+    stats = {f"{prefix}/bin/conda": "root root 755", "/opt": "root root 755",
+             "/home": "root root 755", "/home/root": output("stat", "root-755")}  # fmt: skip
+    return stats, {f"{prefix}/bin/conda info --json": (output("conda-info", case), 0)}
+
+
+def sudo(*argv: str, why: str = "", stdin: str | bytes | None = None) -> Command:
+    return Command(argv, sudo=True, why=why, stdin=stdin)
+
+
+def perms(prefix: str) -> list[Command]:
+    return [
+        sudo("chgrp", "-R", "lab", prefix, why=f"lab owns {prefix}"),
+        sudo("chmod", "-R", "g+rwX,o-w", prefix,
+             why=f"lab may read and write {prefix}, others may not write"),
+        sudo("find", prefix, "-type", "d", "-exec", "chmod", "g+s", "{}", "+",
+             why="setgid folders, so new files belong to the group"),
+    ]  # fmt: skip
+
+
+def offenders(prefix: str) -> dict[str, str]:
+    """finds that each report a path: wrong group, mode and setgid (the lab's 700 install)."""
+    return {
+        shlex.join((prefix, "!", "-group", "lab")): prefix,
+        shlex.join((prefix, *conda.NOT_GROUP_RW)): prefix,
+        shlex.join((prefix, "-type", "d", "!", "-perm", "-2000")): prefix,
+    }
+
+
+DOWNLOAD = [
+    sudo("curl", "-fsSL", "-o", conda.INSTALLER, conda.MINIFORGE_URL.format(arch="x86_64"),
+         why="download Miniforge (conda-forge, BSD-3-Clause) for x86_64"),
+    sudo("bash", conda.INSTALLER, "-b", "-p", "/opt/conda", why="install it"),
+    sudo("rm", "-f", conda.INSTALLER, why="remove the installer"),
+]  # fmt: skip
+
+
+# --- parse_* -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("miniforge", Install("/opt/conda", "24.11.3", "miniforge")),
+        ("anaconda-home-root", Install(LAB_ROOT, "24.1.2", "anaconda")),
+    ],
+)
+def test_parse_conda_info_reads_prefix_version_and_flavor(case, expected) -> None:
+    assert conda.parse_conda_info(output("conda-info", case)) == expected
+
+
+def test_parse_conda_info_refuses_output_without_a_prefix() -> None:
+    with pytest.raises(ProvisionError, match="printed no root_prefix"):
+        conda.parse_conda_info("CondaError: Run 'conda init' before 'conda activate'")
+
+
+def test_parse_getent_and_stat_read_recorded_output() -> None:
+    assert conda.parse_group(output("getent-group", "lab-alice")) == (1002, ("alice",))
+    assert conda.parse_group(output("getent-group", "lab-empty")) == (1002, ())
+    assert conda.parse_passwd(output("getent-passwd", "alice")) == Account(
+        "alice", 1001, "/home/alice"
+    )
+    assert conda.parse_stat(output("stat", "lab-2775")) == conda.Stat("root", "lab", 0o2775)
+
+
+# --- group -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("users", "group", "expected"),
+    [
+        (("alice",), None, [
+            sudo("groupadd", "lab", why="group lab is missing"),
+            sudo("usermod", "-aG", "lab", "alice",
+                 why="alice is not in lab (effective at their next login)"),
+        ]),
+        (("alice", "bob"), "lab-alice", [
+            sudo("usermod", "-aG", "lab", "bob",
+                 why="bob is not in lab (effective at their next login)"),
+        ]),
+        (("alice",), "lab-alice", []),
+    ],
+)  # fmt: skip
+def test_ensure_group_plans_only_what_is_missing(users, group, expected) -> None:
+    connection = CondaHost(replies=getent(users, group))
+    commands, reason = plan(conda.ensure_group, connection, Host("lab", users=users))
+    assert commands == expected
+    assert reason == f"group lab exists; members include {', '.join(users)}"
+
+
+def test_a_user_that_does_not_exist_is_named_and_never_created() -> None:
+    connection = CondaHost(replies=getent())
+    with pytest.raises(ProvisionError, match=r"users mallory do not exist.*sudo adduser NAME"):
+        plan(conda.ensure_group, connection, Host("lab", users=("alice", "mallory")))
+    assert not any("useradd" in line or "adduser" in line for line in connection.ran)
+
+
+@pytest.mark.parametrize("name", ["x; rm -rf /", "$(id)", "alice bob"])
+def test_user_names_with_shell_metacharacters_are_refused(name) -> None:
+    with pytest.raises(ProvisionError, match="not a plain name"):
+        parse_host("lab", {"users": [name]})
+    connection = CondaHost(replies=getent())
+    with pytest.raises(ProvisionError, match="not a plain name"):
+        plan(conda.ensure_group, connection, Host("lab", users=(name,)))
+    assert connection.ran == []
+
+
+def test_group_apply_is_verified_and_a_second_run_plans_nothing() -> None:
+    connection = CondaHost(replies=getent(group=None))
+
+    def add_group() -> None:
+        connection.replies["getent group lab"] = (output("getent-group", "lab-empty"), 0)
+
+    def add_alice() -> None:
+        connection.replies["getent group lab"] = (output("getent-group", "lab-alice"), 0)
+
+    connection.hooks = {"groupadd lab": add_group, "usermod -aG lab alice": add_alice}
+    steps = [("group", conda.ensure_group)]
+    assert [o.status for o in run_host(connection, LAB, steps, dry=False, echo=print)] == [
+        "changed"
+    ]
+    assert [o.status for o in run_host(connection, LAB, steps, dry=False, echo=print)] == ["ok"]
+
+
+# --- conda -------------------------------------------------------------------------------------
+
+
+def test_a_fresh_host_downloads_miniforge_and_makes_it_the_groups() -> None:
+    connection = CondaHost(
+        stats={"/opt": "root root 755"}, replies={**getent(), "uname -m": ("x86_64\n", 0)}
+    )
+    commands, reason = plan(conda.ensure_conda, connection, LAB)
+    assert commands == [*DOWNLOAD, *perms("/opt/conda")]
+    assert reason == "miniforge installed at /opt/conda"
+
+
+def test_a_compliant_miniforge_plans_nothing_and_says_why() -> None:
+    stats, replies = conda_at("/opt/conda", "miniforge")
+    connection = CondaHost(stats=stats, replies={**replies, **getent()})
+    assert plan(conda.ensure_conda, connection, LAB) == (
+        [],
+        "miniforge conda 24.11.3 at /opt/conda",
+    )
+
+
+@pytest.mark.parametrize(("home_root", "extra"), [
+    ("root-755", []),
+    ("root-700", [sudo("chmod", "o+x", "/home/root",
+                       why="members must pass through /home/root (700) to reach conda; x only")]),
+])  # fmt: skip
+def test_the_labs_locked_anaconda_is_adopted_in_place_with_its_note(home_root, extra) -> None:
+    stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
+    stats["/home/root"] = output("stat", home_root)
+    stats[LAB_ROOT] = output("stat", "root-700")
+    connection = CondaHost(
+        stats=stats, finds=offenders(LAB_ROOT), replies={**replies, **getent()}, locked=(LAB_ROOT,)
+    )
+    commands, reason = plan(conda.ensure_conda, connection, LAB)
+    assert commands == perms(LAB_ROOT) + extra
+    assert reason.startswith(f"anaconda conda 24.1.2 at {LAB_ROOT}; {ANACONDA_NOTE}; adopted")
+    assert "--move-conda` installs a fresh one at /opt/conda" in reason
+    assert f"sudo -n -- {LAB_ROOT}/bin/conda info --json" in connection.ran  # root had to look
+
+
+def test_move_conda_installs_at_the_prefix_and_leaves_the_old_install() -> None:
+    stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
+    replies = {**replies, **getent(), "uname -m": ("x86_64\n", 0)}
+    connection = CondaHost(stats=stats, finds=offenders(LAB_ROOT), replies=replies)
+    commands, reason = plan(conda.ensure_conda_moved, connection, LAB)
+    assert [c.argv[0] for c in commands] == ["curl", "bash", "rm", "chgrp", "chmod", "find"]
+    assert commands[1].why == f"install it; {LAB_ROOT} stays until you delete it"
+    assert not any(LAB_ROOT in str(command) for command in commands)
+    assert reason == f"miniforge installed at /opt/conda; {LAB_ROOT} stays until you delete it"
+
+
+def test_an_offline_host_gets_the_installer_uploaded_from_this_machine(tmp_path: Path) -> None:
+    installer = tmp_path / "Miniforge3-Linux-x86_64.sh"
+    installer.write_text("#!/bin/sh\necho installer\n")
+    host = Host("lab", users=("alice",), conda_installer=str(installer))
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies=getent())
+    commands, _ = plan(conda.ensure_conda, connection, host)
+    assert commands[0] == sudo(
+        "bash", STDIN, "-b", "-p", "/opt/conda", why=f"install miniforge from {installer} "
+        "(uploaded)", stdin=installer.read_bytes()
+    )  # fmt: skip
+    assert commands[1:] == perms("/opt/conda")
+    assert "uname -m" not in connection.ran  # nothing is downloaded
+
+
+def test_anaconda_is_installed_only_from_a_given_installer_with_its_note(tmp_path: Path) -> None:
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies=getent())
+    with pytest.raises(ProvisionError, match=r"set conda_installer in invoke\.yaml"):
+        plan(conda.ensure_conda, connection, Host("lab", conda_flavor="anaconda"))
+    installer = tmp_path / "Anaconda3.sh"
+    installer.write_text("#!/bin/sh\n")
+    host = Host("lab", conda_flavor="anaconda", conda_installer=str(installer))
+    commands, reason = plan(conda.ensure_conda, connection, host)
+    assert ANACONDA_NOTE in commands[0].why
+    assert reason == "anaconda installed at /opt/conda"
+
+
+def test_a_prefix_without_conda_is_not_overwritten() -> None:
+    connection = CondaHost(stats={"/opt/conda": "root root 755"}, replies=getent())
+    with pytest.raises(ProvisionError, match="exists but has no bin/conda"):
+        plan(conda.ensure_conda, connection, LAB)
+
+
+def world_writable(command: Command) -> bool:
+    """Whether a chmod, find -exec chmod or install -m mode lets others write."""
+    argv = list(command.argv)
+    if "chmod" in argv:
+        modes = [part for part in argv[argv.index("chmod") + 1 :] if not part.startswith("-")][:1]
+    else:
+        modes = [argv[argv.index("-m") + 1]] if "-m" in argv else []
+    return any(
+        re.search(r"(^|,)[oa]*[+=][rwxXst]*w", mode) or (mode.isdigit() and int(mode[-1]) & 2)
+        for mode in modes
+    )
+
+
+def test_no_plan_ever_makes_the_prefix_world_writable(tmp_path: Path) -> None:
+    stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
+    stats["/home/root"] = output("stat", "root-700")
+    replies = {**replies, **getent(), "uname -m": ("x86_64\n", 0)}
+    lab = CondaHost(stats=stats, finds=offenders(LAB_ROOT), replies=replies)
+    fresh = CondaHost(stats={"/opt": "root root 755"}, replies=replies)
+    plans = [
+        plan(conda.ensure_conda, lab, LAB)[0],
+        plan(conda.ensure_conda_moved, lab, LAB)[0],
+        plan(conda.ensure_conda, fresh, LAB)[0],
+        plan(conda.ensure_condarc, lab, LAB)[0],
+        plan(conda.ensure_envs, envs_host(shared=False), TWO)[0],
+    ]
+    commands = [command for commands in plans for command in commands]
+    assert any(c.argv[:2] == ("chmod", "-R") for c in commands)
+    assert not [str(c) for c in commands if world_writable(c)]
+    assert world_writable(sudo("chmod", "o+w", "/x"))
+    assert world_writable(sudo("chmod", "-R", "777", "/x"))
+    assert world_writable(sudo("install", "-d", "-m", "2777", "/x"))
+    assert not world_writable(sudo("chmod", "-R", "g+rwX,o-w", "/x"))
+
+
+# --- condarc -----------------------------------------------------------------------------------
+
+
+def test_condarc_sends_envs_home_and_shares_the_package_cache() -> None:
+    assert conda.condarc_text("/opt/conda", "miniforge") == conda.HEADER + (
+        "envs_dirs:\n  - ~/.conda/envs\npkgs_dirs:\n  - \"/opt/conda/pkgs\"\n"
+        "channels:\n  - conda-forge\n"
+    )  # fmt: skip
+    anaconda = conda.condarc_text(LAB_ROOT, "anaconda")
+    note = [line for line in anaconda.splitlines() if line.startswith("# ")][1:]
+    assert " ".join(line[2:] for line in note) == ANACONDA_NOTE
+
+
+def test_a_prefix_with_metacharacters_is_quoted_in_the_profile_hook() -> None:
+    hook = conda.profile_hook_text("/opt/my conda;reboot")
+    assert "'/opt/my conda;reboot/etc/profile.d/conda.sh'" in hook
+    assert shlex.split(hook.splitlines()[1]) == [
+        "if", "[", "-f", "/opt/my conda;reboot/etc/profile.d/conda.sh", "];", "then"
+    ]  # fmt: skip
+
+
+def condarc_host(**files: str) -> CondaHost:
+    stats, replies = conda_at("/opt/conda", "miniforge")
+    stats["/opt/conda/pkgs"] = output("stat", "lab-2775")
+    return CondaHost(stats=stats, replies={**replies, **getent()}, files=files)
+
+
+CONDARC = conda.condarc_text("/opt/conda", "miniforge")
+HOOK = conda.profile_hook_text("/opt/conda")
+CONDARC_REASON = (
+    "/opt/conda/.condarc gives per-user envs and a shared cache; /etc/profile.d/conda.sh loads it"
+)
+
+
+def test_condarc_and_hook_are_written_when_they_differ_then_nothing() -> None:
+    connection = condarc_host(**{"/opt/conda/.condarc": "channels:\n  - conda-forge\n"})
+    commands, reason = plan(conda.ensure_condarc, connection, LAB)
+    assert commands == [
+        sudo("install", "-D", "-o", "root", "-g", "lab", "-m", "0664", STDIN,
+             "/opt/conda/.condarc", stdin=CONDARC,
+             why="per-user envs in ~/.conda/envs, one shared package cache, conda-forge"),
+        write_file(conda.PROFILE_HOOK, HOOK, why="login shells load conda from /opt/conda"),
+    ]  # fmt: skip
+    assert reason == CONDARC_REASON
+    outcomes = run_host(connection, LAB, [("condarc", conda.ensure_condarc)], dry=False, echo=print)
+    assert [o.status for o in outcomes] == ["changed"]
+    assert connection.files["/opt/conda/.condarc"] == CONDARC
+    assert plan(conda.ensure_condarc, connection, LAB) == ([], CONDARC_REASON)
+
+
+def test_the_adopted_anaconda_condarc_carries_the_tos_note() -> None:
+    stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
+    connection = CondaHost(stats=stats, replies={**replies, **getent()}, locked=(LAB_ROOT,))
+    commands, reason = plan(conda.ensure_condarc, connection, LAB)
+    assert commands[0].argv[-1] == f"{LAB_ROOT}/.condarc"
+    assert "Anaconda's repository" in str(commands[0].stdin)
+    assert commands[1].argv[-1] == f"{LAB_ROOT}/pkgs"  # missing shared cache made, setgid
+    assert reason.endswith(ANACONDA_NOTE)
+
+
+# --- envs --------------------------------------------------------------------------------------
+
+SHARED_YML = f"{conda.ENV_FILES_DIR}/gafkd.yml"
+SHA = conda.parse_env_file(GAFKD_YML, "envs/gafkd.yml").sha256
+
+
+def envs_host(users=("alice", "bob"), shared: bool = True, **kwargs: Any) -> CondaHost:
+    stats, replies = conda_at("/opt/conda", "miniforge")
+    connection = CondaHost(stats={**stats, **kwargs.pop("stats", {})},
+                           replies={**replies, **getent(users)}, **kwargs)  # fmt: skip
+    if shared:
+        connection.files[SHARED_YML] = GAFKD_YML
+    return connection
+
+
+def built(connection: CondaHost, user: str, stamp: str = SHA) -> None:
+    path = f"/home/{user}/.conda/envs/gafkd"
+    connection.stats[f"{path}/conda-meta"] = f"{user} {user} 755"
+    connection.files[f"{path}/{STAMP}"] = stamp + "\n"
+
+
+def env_commands(user: str, gid: int, verb: str, why: str) -> list[Command]:
+    path = f"/home/{user}/.conda/envs/gafkd"
+    prune = ("--prune",) if verb == "update" else ()
+    return [
+        sudo("sudo", "-u", user, "-H", "--", "sh", "-c", conda.UMASK_002, "sh",
+             "/opt/conda/bin/conda", "env", verb, "-f", SHARED_YML, "-p", path, *prune,
+             why=f"{why}: {verb} it as {user}"),
+        sudo("install", "-o", user, "-g", str(gid), "-m", "0644", STDIN, f"{path}/{STAMP}",
+             why="remember the env file it was built from", stdin=SHA + "\n"),
+        sudo("chmod", "-R", "go-w", path, why=f"only {user} may write {user}'s gafkd"),
+    ]  # fmt: skip
+
+
+ENVS_REASON = "envs gafkd are current, owned by each user and not writable by others (alice, bob)"
+TWO = Host("lab", users=("alice", "bob"))
+
+
+def test_each_user_gets_the_env_created_as_themselves() -> None:
+    connection = envs_host(shared=False)
+    commands, _ = plan(conda.ensure_envs, connection, TWO)
+    assert commands == [
+        write_file(SHARED_YML, GAFKD_YML, why="the host's copy of gafkd.yml"),
+        *env_commands("alice", 1001, "create", "alice's gafkd is missing"),
+        *env_commands("bob", 1003, "create", "bob's gafkd is missing"),
+    ]
+
+
+def test_an_env_built_from_another_file_is_updated_with_prune() -> None:
+    connection = envs_host()
+    built(connection, "alice", stamp="0" * 64)
+    built(connection, "bob")
+    commands, _ = plan(conda.ensure_envs, connection, TWO)
+    assert commands == env_commands(
+        "alice", 1001, "update", "alice's gafkd was built from another gafkd.yml"
+    )
+
+
+def test_current_envs_plan_nothing_and_say_why() -> None:
+    connection = envs_host()
+    built(connection, "alice")
+    built(connection, "bob")
+    assert plan(conda.ensure_envs, connection, TWO) == ([], ENVS_REASON)
+
+
+def test_one_users_env_writable_by_another_is_fixed() -> None:
+    writable = shlex.join((ALICE_ENV, "!", "-type", "l", "-perm", "/022"))
+    foreign = shlex.join((ALICE_ENV, "!", "-user", "alice"))
+    connection = envs_host(finds={writable: f"{ALICE_ENV}/lib", foreign: f"{ALICE_ENV}/bin/x"})
+    built(connection, "alice")
+    built(connection, "bob")
+    commands, _ = plan(conda.ensure_envs, connection, TWO)
+    assert commands == [
+        sudo("chown", "-R", "alice", ALICE_ENV, why="alice owns alice's gafkd"),
+        sudo("chmod", "-R", "go-w", ALICE_ENV, why="only alice may write alice's gafkd"),
+    ]
+
+
+def test_a_folder_in_the_envs_place_that_is_no_env_is_left_alone() -> None:
+    connection = envs_host(stats={ALICE_ENV: "alice alice 755"})
+    with pytest.raises(ProvisionError, match="exists but is no conda env"):
+        plan(conda.ensure_envs, connection, TWO)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: gafkd\nchannels: [conda-forge\n", "not valid YAML"),
+        ("- python=3.11\n", "expected a mapping"),
+        ("channels: [conda-forge]\ndependencies: [python]\n", "name is None"),
+        ("name: gafkd\ndependencies: [python]\n", "channels is None"),
+        ("name: gafkd\nchannels: [conda-forge]\ndependencies: [{pip: torch}]\n",
+         "dependency {'pip': 'torch'} is neither"),
+    ],
+)  # fmt: skip
+def test_an_env_file_with_errors_is_one_clear_error_before_the_host_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
+) -> None:
+    (tmp_path / "broken.yml").write_text(text)
+    monkeypatch.setattr(conda, "ENVS_DIR", tmp_path)
+    connection = envs_host()
+    with pytest.raises(ProvisionError, match=re.escape(message)) as error:
+        plan(conda.ensure_envs, connection, TWO)
+    assert str(error.value).startswith(f"{tmp_path / 'broken.yml'}: ")
+    assert connection.ran == []
+
+
+def test_the_projects_env_file_parses_and_pins_torch_through_pip() -> None:
+    env = conda.read_env_files(conda.ENVS_DIR)[0]
+    assert (env.name, env.path.name) == ("gafkd", "gafkd.yml")
+    assert "torch==" in env.text.split("- pip:")[1]
+
+
+def test_envs_for_an_unknown_user_stop_with_the_fix() -> None:
+    connection = envs_host()
+    with pytest.raises(ProvisionError, match="users mallory do not exist"):
+        plan(conda.ensure_envs, connection, Host("lab", users=("mallory",)))
