@@ -28,6 +28,7 @@ from provisioning.core import (
     Connection,
     ProvisionError,
     Result,
+    SkipStep,
     read_file,
     read_result,
     write_file,
@@ -48,6 +49,8 @@ MINIFORGE_URL = (
     "https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-{arch}.sh"
 )
 INSTALLER = "/root/gafkd-conda-installer.sh"  # root's home: no other user can swap the file
+DOWNLOADERS = ("curl", "wget")  # the first one the host has fetches Miniforge
+COMMAND_V = 'command -v "$1"'  # a fixed script: the tool's name is an argument
 ANACONDA_CHANNELS = ("repo.anaconda.com", "repo.continuum.io")
 ANACONDA_NOTE = (
     "Anaconda's repository and its defaults channels are free only for organisations under 200 "
@@ -253,6 +256,14 @@ def read_install(connection: Connection, host: Host) -> Install | None:
     return None
 
 
+def read_downloader(connection: Connection) -> str | None:
+    """The first of DOWNLOADERS on the host's PATH, or None (the host cannot download)."""
+    for tool in DOWNLOADERS:
+        if read_result(connection, "sh", "-c", COMMAND_V, "sh", tool).ok:
+            return tool
+    return None
+
+
 def read_env_files(envs_dir: Path) -> list[EnvFile]:
     """The project's env files, parsed (local files; provisioning never edits them)."""
     return [parse_env_file(path.read_text(), str(path)) for path in sorted(envs_dir.glob("*.yml"))]
@@ -355,10 +366,17 @@ def install_commands(
             f"{host.alias} asks for Anaconda, which is not downloaded for you ({ANACONDA_NOTE}): "
             "download its installer, accepting its terms, and set conda_installer in invoke.yaml"
         )
+    downloader = read_downloader(connection)
+    if downloader is None:
+        raise SkipStep(
+            "no conda installer: the host cannot download (no curl/wget) — set "
+            f"conda_installer for {host.alias} in invoke.yaml to upload one"
+        )
     arch = read_result(connection, "uname", "-m").stdout.strip()
     url = MINIFORGE_URL.format(arch=arch)
-    why = f"download Miniforge (conda-forge, BSD-3-Clause) for {arch}"
-    yield Command(("curl", "-fsSL", "-o", INSTALLER, url), sudo=True, why=why)
+    why = f"download Miniforge (conda-forge, BSD-3-Clause) for {arch} with {downloader}"
+    fetch = {"curl": ("curl", "-fsSL", "-o"), "wget": ("wget", "-q", "-O")}[downloader]
+    yield Command((*fetch, INSTALLER, url), sudo=True, why=why)
     yield Command(("bash", INSTALLER, "-b", "-p", prefix), sudo=True, why=f"install it{old}")
     yield Command(("rm", "-f", INSTALLER), sudo=True, why="remove the installer")
 
@@ -366,14 +384,15 @@ def install_commands(
 def ensure_condarc(connection: Connection, host: Host) -> Generator[Command, None, str]:
     """The system .condarc and the /etc/profile.d hook, written only when they differ."""
     install = read_install(connection, host)
-    prefix = install.prefix if install else host.conda_prefix
-    flavor = install.flavor if install else host.conda_flavor
+    if install is None:
+        raise SkipStep(no_conda(host, "nothing to configure"))
+    prefix, flavor = install.prefix, install.flavor
     condarc, content = f"{prefix}/.condarc", condarc_text(prefix, flavor)
     if read_text(connection, condarc) != content:
         why = "per-user envs in ~/.conda/envs, one shared package cache, conda-forge"
         argv = ("install", "-D", "-o", "root", "-g", host.group, "-m", "0664", STDIN, condarc)
         yield Command(argv, sudo=True, why=why, stdin=content)
-    if install and read_stat(connection, f"{prefix}/pkgs") is None:
+    if read_stat(connection, f"{prefix}/pkgs") is None:
         mkdir = ("install", "-d", "-o", "root", "-g", host.group, "-m", "2775", f"{prefix}/pkgs")
         yield Command(mkdir, sudo=True, why="the shared package cache is missing")
     hook = profile_hook_text(prefix)
@@ -381,6 +400,14 @@ def ensure_condarc(connection: Connection, host: Host) -> Generator[Command, Non
         yield write_file(PROFILE_HOOK, hook, why=f"login shells load conda from {prefix}")
     note = f"; {ANACONDA_NOTE}" if flavor == "anaconda" else ""
     return f"{condarc} gives per-user envs and a shared cache; {PROFILE_HOOK} loads it{note}"
+
+
+def no_conda(host: Host, consequence: str) -> str:
+    """Why a step that needs conda is skipped: none is installed yet (see the conda step)."""
+    return (
+        f"no conda install at {host.conda_prefix} yet ({consequence}); the conda step "
+        "installs it, and its line says why it did not"
+    )
 
 
 def as_user(account: Account, *argv: str) -> tuple[str, ...]:
@@ -393,7 +420,9 @@ def ensure_envs(connection: Connection, host: Host) -> Generator[Command, None, 
     env_files = read_env_files(ENVS_DIR)
     accounts = read_accounts(connection, host)
     install = read_install(connection, host)
-    conda = f"{install.prefix if install else host.conda_prefix}/bin/conda"
+    if install is None:
+        raise SkipStep(no_conda(host, "the envs need it"))
+    conda = f"{install.prefix}/bin/conda"
     for env_file in env_files:
         shared = f"{ENV_FILES_DIR}/{env_file.path.name}"
         if read_file(connection, shared) != env_file.text:

@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
-from provisioning import code, conda, gpu, power
+from provisioning import code, conda, gpu, power, system
 from provisioning.core import (
     DRY_NOTE,
     Outcome,
@@ -29,6 +29,7 @@ from provisioning.core import (
 from provisioning.hosts import connect, select_hosts
 
 STEPS: dict[str, Step] = {  # in this order
+    "system": system.check_os,
     "gpu": gpu.check_compat,
     "group": conda.ensure_group,
     "conda": conda.ensure_conda,

@@ -18,7 +18,15 @@ from invoke.runners import Result
 
 from provisioning import conda
 from provisioning.conda import ANACONDA_NOTE, STAMP, Account, Install
-from provisioning.core import STDIN, Command, ProvisionError, plan, run_host, write_file
+from provisioning.core import (
+    STDIN,
+    Command,
+    ProvisionError,
+    SkipStep,
+    plan,
+    run_host,
+    write_file,
+)
 from provisioning.hosts import Host, parse_host
 from tests.provisioning.conftest import FakeConnection, output
 
@@ -105,9 +113,20 @@ def offenders(prefix: str) -> dict[str, str]:
     }
 
 
+def has(*tools: str) -> dict[str, tuple[str, int]]:
+    """Replies to the downloader look-up: the host has ``tools`` on its PATH, and nothing else."""
+    return {
+        shlex.join(("sh", "-c", conda.COMMAND_V, "sh", tool)): (
+            (f"/usr/bin/{tool}\n", 0) if tool in tools else ("", 1)
+        )
+        for tool in conda.DOWNLOADERS
+    }
+
+
+ONLINE = {**has("curl"), "uname -m": ("x86_64\n", 0)}  # a host that can download Miniforge
 DOWNLOAD = [
     sudo("curl", "-fsSL", "-o", conda.INSTALLER, conda.MINIFORGE_URL.format(arch="x86_64"),
-         why="download Miniforge (conda-forge, BSD-3-Clause) for x86_64"),
+         why="download Miniforge (conda-forge, BSD-3-Clause) for x86_64 with curl"),
     sudo("bash", conda.INSTALLER, "-b", "-p", "/opt/conda", why="install it"),
     sudo("rm", "-f", conda.INSTALLER, why="remove the installer"),
 ]  # fmt: skip
@@ -204,12 +223,38 @@ def test_group_apply_is_verified_and_a_second_run_plans_nothing() -> None:
 
 
 def test_a_fresh_host_downloads_miniforge_and_makes_it_the_groups() -> None:
-    connection = CondaHost(
-        stats={"/opt": "root root 755"}, replies={**getent(), "uname -m": ("x86_64\n", 0)}
-    )
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies={**getent(), **ONLINE})
     commands, reason = plan(conda.ensure_conda, connection, LAB)
     assert commands == [*DOWNLOAD, *perms("/opt/conda")]
     assert reason == "miniforge installed at /opt/conda"
+
+
+def test_a_host_with_wget_only_downloads_miniforge_with_wget() -> None:
+    replies = {**getent(), **has("wget"), "uname -m": ("aarch64\n", 0)}
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies=replies)
+    commands, _ = plan(conda.ensure_conda, connection, LAB)
+    url = conda.MINIFORGE_URL.format(arch="aarch64")
+    assert commands[0] == sudo("wget", "-q", "-O", conda.INSTALLER, url,
+                               why="download Miniforge (conda-forge, BSD-3-Clause) for aarch64 "
+                               "with wget")  # fmt: skip
+
+
+def test_a_host_that_cannot_download_skips_conda_and_the_steps_that_need_it() -> None:
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies={**getent(), **has()})
+    with pytest.raises(
+        SkipStep,
+        match=r"^no conda installer: the host cannot download \(no "
+        r"curl/wget\) — set conda_installer for lab in invoke\.yaml to upload",
+    ):
+        plan(conda.ensure_conda, connection, LAB)
+    assert "uname -m" not in connection.ran
+    steps = [(name, getattr(conda, f"ensure_{name}")) for name in ("group", "conda", "condarc")]
+    outcomes = run_host(connection, LAB, [*steps, ("envs", conda.ensure_envs)], dry=True,
+                        echo=print)  # fmt: skip
+    assert [o.status for o in outcomes] == ["ok", "skipped", "skipped", "skipped"]
+    assert outcomes[2].detail.startswith("no conda install at /opt/conda yet (nothing to config")
+    assert outcomes[3].detail.startswith("no conda install at /opt/conda yet (the envs need it)")
+    assert not [c for c in connection.ran if c.startswith("sudo -n -- install")]  # nothing written
 
 
 def test_a_compliant_miniforge_plans_nothing_and_says_why() -> None:
@@ -242,7 +287,7 @@ def test_the_labs_locked_anaconda_is_adopted_in_place_with_its_note(home_root, e
 
 def test_move_conda_installs_at_the_prefix_and_leaves_the_old_install() -> None:
     stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
-    replies = {**replies, **getent(), "uname -m": ("x86_64\n", 0)}
+    replies = {**replies, **getent(), **ONLINE}
     connection = CondaHost(stats=stats, finds=offenders(LAB_ROOT), replies=replies)
     commands, reason = plan(conda.ensure_conda_moved, connection, LAB)
     assert [c.argv[0] for c in commands] == ["curl", "bash", "rm", "chgrp", "chmod", "find"]
@@ -299,7 +344,7 @@ def world_writable(command: Command) -> bool:
 def test_no_plan_ever_makes_the_prefix_world_writable(tmp_path: Path) -> None:
     stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
     stats["/home/root"] = output("stat", "root-700")
-    replies = {**replies, **getent(), "uname -m": ("x86_64\n", 0)}
+    replies = {**replies, **getent(), **ONLINE}
     lab = CondaHost(stats=stats, finds=offenders(LAB_ROOT), replies=replies)
     fresh = CondaHost(stats={"/opt": "root root 755"}, replies=replies)
     plans = [

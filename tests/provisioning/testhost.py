@@ -29,6 +29,7 @@ ADDRESS = "127.0.0.2"  # loopback only; any 127.x.y.z works on Linux without con
 SUITE = "bookworm"
 PACKAGES = "openssh-server,sudo,rsync,systemd,python3,ca-certificates,procps"
 SUDO_USER, SUDO_PASSWORD = "labadmin", "lab-sudo-password"  # sudo with a password
+LAB_USERS = ("alice", "bob")  # lab members with accounts on the host, for the group step
 SSHD_CONFIG = "/etc/ssh/gafkd_sshd_config"  # inside the host
 PID_FILE = "/run/gafkd-sshd.pid"  # inside the host
 SSHD_LOG = "/var/log/gafkd-sshd.log"  # inside the host
@@ -55,6 +56,7 @@ class SshHost:
     known_hosts: Path
     identity: Path
     sudo_password: str = SUDO_PASSWORD  # of ALIAS-sudo's user
+    users: tuple[str, ...] = LAB_USERS  # accounts on the host, not yet in any lab group
 
     def settings(self, **extra: object) -> dict[str, object]:
         """An invoke.yaml ``hosts:`` entry for this host, plus ``extra`` settings."""
@@ -208,6 +210,8 @@ def start(root: Path, state: Path) -> SshHost:
     public_key = identity.with_suffix(".pub").read_text()
     install_key(root, "/root", "root", public_key)
     install_key(root, f"/home/{SUDO_USER}", SUDO_USER, public_key)
+    for user in LAB_USERS:  # in this session's copy only; the cached root stays as built
+        run(["chroot", str(root), "useradd", "-m", "-s", "/bin/bash", user])
     host_key = "/etc/ssh/ssh_host_ed25519_key"
     run(["chroot", str(root), "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
     (root / "run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
