@@ -1,26 +1,23 @@
-"""Shared conda: the lab group, one group-owned conda install, its .condarc, per-user envs.
+"""Shared conda: the lab group, one group-owned conda install, its .condarc and login hook.
 
 One conda install under a system prefix (``/opt/conda``) is owned by root and the lab group, its
 folders setgid and group-writable, never world-writable; a system ``.condarc`` sends each user's
 envs to their home and shares one package cache; ``/etc/profile.d/conda.sh`` loads conda at
 login. An existing install (the lab's ``/home/root/anaconda3``) is adopted in place; conda
 installs cannot be relocated (their scripts hold absolute paths), so ``--move-conda`` installs a
-fresh one at the prefix and leaves the old one for the admin to delete. Each listed user gets
-each env of ``envs/*.yml`` in ``~/.conda/envs``, created by that user. Reference:
-gpu-stack.md §9; undo: docs/provisioning.md.
+fresh one at the prefix and leaves the old one for the admin to delete. The per-user envs are in
+:mod:`provisioning.envs`. Reference: gpu-stack.md §9; undo: docs/provisioning.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
 import shlex
 import textwrap
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from provisioning.core import (
     STDIN,
@@ -39,10 +36,8 @@ from provisioning.hosts import USER_NAME, Host
 
 Flavor = Literal["miniforge", "anaconda"]
 
-yaml: Any = importlib.import_module("invoke.util").yaml  # PyYAML, or the copy invoke vendors
+ROOT = Path(__file__).resolve().parent.parent  # the project: relative installer paths start here
 
-ROOT = Path(__file__).resolve().parent.parent
-ENVS_DIR = ROOT / "envs"
 # Where a conda install is looked for when the prefix has none (the lab's is the first).
 KNOWN_PREFIXES = ("/home/root/anaconda3", "/root/anaconda3", "/root/miniforge3", "/opt/anaconda3")
 MINIFORGE_URL = (
@@ -62,9 +57,6 @@ HEADER = (
     "# Written by gafkd provisioning (docs/provisioning.md); it is rewritten when it differs.\n"
 )
 PROFILE_HOOK = "/etc/profile.d/conda.sh"
-ENV_FILES_DIR = "/usr/local/share/gafkd/envs"  # the project's env files, readable by all users
-STAMP = ".gafkd-env.sha256"  # in each env: the sha256 of the env file it was built from
-UMASK_002 = 'umask 002 && exec "$@"'  # files a user's conda adds to the shared cache stay shared
 # find(1) tests: not group read+write, world-writable, or executable but not by the group.
 NOT_GROUP_RW = ("!", "-type", "l", "(", "!", "-perm", "-060", "-o", "-perm", "-002",
                 "-o", "-perm", "-100", "!", "-perm", "-010", ")")  # fmt: skip
@@ -89,14 +81,6 @@ class Install:
     prefix: str
     version: str
     flavor: Flavor
-
-
-@dataclass(frozen=True)
-class EnvFile:
-    path: Path  # on this machine
-    name: str  # the env's name: ~/.conda/envs/<name>
-    text: str
-    sha256: str
 
 
 # --- parse_* -----------------------------------------------------------------------------------
@@ -134,33 +118,6 @@ def parse_conda_info(text: str) -> Install:
         ) from None
     anaconda = any(mark in url for url in channels for mark in ANACONDA_CHANNELS)
     return Install(prefix, version, "anaconda" if anaconda else "miniforge")
-
-
-def parse_env_file(text: str, label: str) -> EnvFile:
-    """An ``envs/*.yml`` file: name, channels and dependencies; any problem names the file."""
-
-    def bad(problem: str) -> ProvisionError:
-        return ProvisionError(f"{label}: {problem}; fix the file (provisioning never edits it)")
-
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise bad(f"not valid YAML ({' '.join(str(error).split())})") from None
-    if not isinstance(data, dict):
-        raise bad(f"expected a mapping with name, channels and dependencies, got {data!r:.60}")
-    name, channels, dependencies = (data.get(k) for k in ("name", "channels", "dependencies"))
-    if not isinstance(name, str) or not USER_NAME.fullmatch(name):
-        raise bad(f"name is {name!r}; expected a plain name such as gafkd")
-    if not channels or not all(isinstance(c, str) for c in channels):
-        raise bad(f"channels is {channels!r}; expected a list of channel names")
-    if not dependencies or not isinstance(dependencies, list):
-        raise bad(f"dependencies is {dependencies!r}; expected a non-empty list")
-    for item in dependencies:
-        pip = item.get("pip") if isinstance(item, dict) and list(item) == ["pip"] else None
-        if not isinstance(item, str) and not (isinstance(pip, list) and pip):
-            raise bad(f"dependency {item!r} is neither a package spec nor a pip: list")
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    return EnvFile(Path(label), name, text, digest)
 
 
 def condarc_text(prefix: str, flavor: Flavor) -> str:
@@ -262,11 +219,6 @@ def read_downloader(connection: Connection) -> str | None:
         if read_result(connection, "sh", "-c", COMMAND_V, "sh", tool).ok:
             return tool
     return None
-
-
-def read_env_files(envs_dir: Path) -> list[EnvFile]:
-    """The project's env files, parsed (local files; provisioning never edits them)."""
-    return [parse_env_file(path.read_text(), str(path)) for path in sorted(envs_dir.glob("*.yml"))]
 
 
 # --- ensure_* ----------------------------------------------------------------------------------
@@ -408,62 +360,3 @@ def no_conda(host: Host, consequence: str) -> str:
         f"no conda install at {host.conda_prefix} yet ({consequence}); the conda step "
         "installs it, and its line says why it did not"
     )
-
-
-def as_user(account: Account, *argv: str) -> tuple[str, ...]:
-    """``argv`` run as ``account``, with its HOME and umask 002 (the shared cache stays shared)."""
-    return ("sudo", "-u", account.name, "-H", "--", "sh", "-c", UMASK_002, "sh", *argv)
-
-
-def ensure_envs(connection: Connection, host: Host) -> Generator[Command, None, str]:
-    """Each listed user's env from each envs/*.yml: created, or updated when the file changed."""
-    env_files = read_env_files(ENVS_DIR)
-    accounts = read_accounts(connection, host)
-    install = read_install(connection, host)
-    if install is None:
-        raise SkipStep(no_conda(host, "the envs need it"))
-    conda = f"{install.prefix}/bin/conda"
-    for env_file in env_files:
-        shared = f"{ENV_FILES_DIR}/{env_file.path.name}"
-        if read_file(connection, shared) != env_file.text:
-            yield write_file(shared, env_file.text, why=f"the host's copy of {env_file.path.name}")
-        for account in accounts:
-            yield from ensure_env(connection, account, env_file, conda, shared)
-    names = ", ".join(env.name for env in env_files) or "none"
-    users = ", ".join(host.users) or "no users listed"
-    return f"envs {names} are current, owned by each user and not writable by others ({users})"
-
-
-def ensure_env(
-    connection: Connection, account: Account, env_file: EnvFile, conda: str, shared: str
-) -> Generator[Command, None, None]:
-    """One user's env: create or update it as that user, stamp it, keep others from writing."""
-    path = f"{account.home}/.conda/envs/{env_file.name}"
-    user, label = account.name, f"{account.name}'s {env_file.name}"
-    if read_stat(connection, f"{path}/conda-meta") is None:
-        if read_stat(connection, path) is not None:
-            raise ProvisionError(
-                f"{path} exists but is no conda env (no conda-meta); ask {user} to move it away"
-            )
-        change = ("create", f"{label} is missing")
-    elif (read_text(connection, f"{path}/{STAMP}") or "").strip() != env_file.sha256:
-        change = ("update", f"{label} was built from another {env_file.path.name}")
-    else:
-        if read_first(connection, path, "!", "-user", user):
-            yield Command(("chown", "-R", user, path), sudo=True, why=f"{user} owns {label}")
-        if read_first(connection, path, "!", "-type", "l", "-perm", "/022"):
-            why = f"only {user} may write {label}"
-            yield Command(("chmod", "-R", "go-w", path), sudo=True, why=why)
-        return
-    verb, why = change
-    prune = ("--prune",) if verb == "update" else ()
-    argv = as_user(account, conda, "env", verb, "-f", shared, "-p", path, *prune)
-    yield Command(argv, sudo=True, why=f"{why}: {verb} it as {user}")
-    stamp = ("install", "-o", user, "-g", str(account.gid), "-m", "0644", STDIN, f"{path}/{STAMP}")
-    yield Command(
-        stamp,
-        sudo=True,
-        why="remember the env file it was built from",
-        stdin=env_file.sha256 + "\n",
-    )
-    yield Command(("chmod", "-R", "go-w", path), sudo=True, why=f"only {user} may write {label}")

@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
-from provisioning import code, conda, gpu, power, system
+from provisioning import code, conda, envs, gpu, power, system
 from provisioning.core import (
     DRY_NOTE,
     Outcome,
@@ -34,7 +34,7 @@ STEPS: dict[str, Step] = {  # in this order
     "group": conda.ensure_group,
     "conda": conda.ensure_conda,
     "condarc": conda.ensure_condarc,
-    "envs": conda.ensure_envs,
+    "envs": envs.ensure_envs,
     "power": power.ensure_power,
     "sync": code.ensure_code,
 }

@@ -16,8 +16,8 @@ import pytest
 from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
 
-from provisioning import conda
-from provisioning.conda import ANACONDA_NOTE, STAMP, Account, Install
+from provisioning import conda, envs
+from provisioning.conda import ANACONDA_NOTE, Account, Install
 from provisioning.core import (
     STDIN,
     Command,
@@ -27,13 +27,14 @@ from provisioning.core import (
     run_host,
     write_file,
 )
+from provisioning.envs import STAMP
 from provisioning.hosts import Host, parse_host
 from tests.provisioning.conftest import FakeConnection, output
 
 LAB = Host("lab", users=("alice",))
 LAB_ROOT = "/home/root/anaconda3"
 ALICE_ENV = "/home/alice/.conda/envs/gafkd"
-GAFKD_YML = (conda.ENVS_DIR / "gafkd.yml").read_text()
+GAFKD_YML = (envs.ENVS_DIR / "gafkd.yml").read_text()
 
 
 class CondaHost(FakeConnection):
@@ -249,7 +250,7 @@ def test_a_host_that_cannot_download_skips_conda_and_the_steps_that_need_it() ->
         plan(conda.ensure_conda, connection, LAB)
     assert "uname -m" not in connection.ran
     steps = [(name, getattr(conda, f"ensure_{name}")) for name in ("group", "conda", "condarc")]
-    outcomes = run_host(connection, LAB, [*steps, ("envs", conda.ensure_envs)], dry=True,
+    outcomes = run_host(connection, LAB, [*steps, ("envs", envs.ensure_envs)], dry=True,
                         echo=print)  # fmt: skip
     assert [o.status for o in outcomes] == ["ok", "skipped", "skipped", "skipped"]
     assert outcomes[2].detail.startswith("no conda install at /opt/conda yet (nothing to config")
@@ -352,7 +353,7 @@ def test_no_plan_ever_makes_the_prefix_world_writable(tmp_path: Path) -> None:
         plan(conda.ensure_conda_moved, lab, LAB)[0],
         plan(conda.ensure_conda, fresh, LAB)[0],
         plan(conda.ensure_condarc, lab, LAB)[0],
-        plan(conda.ensure_envs, envs_host(shared=False), TWO)[0],
+        plan(envs.ensure_envs, envs_host(shared=False), TWO)[0],
     ]
     commands = [command for commands in plans for command in commands]
     assert any(c.argv[:2] == ("chmod", "-R") for c in commands)
@@ -425,8 +426,8 @@ def test_the_adopted_anaconda_condarc_carries_the_tos_note() -> None:
 
 # --- envs --------------------------------------------------------------------------------------
 
-SHARED_YML = f"{conda.ENV_FILES_DIR}/gafkd.yml"
-SHA = conda.parse_env_file(GAFKD_YML, "envs/gafkd.yml").sha256
+SHARED_YML = f"{envs.ENV_FILES_DIR}/gafkd.yml"
+SHA = envs.parse_env_file(GAFKD_YML, "envs/gafkd.yml").sha256
 
 
 def envs_host(users=("alice", "bob"), shared: bool = True, **kwargs: Any) -> CondaHost:
@@ -448,7 +449,7 @@ def env_commands(user: str, gid: int, verb: str, why: str) -> list[Command]:
     path = f"/home/{user}/.conda/envs/gafkd"
     prune = ("--prune",) if verb == "update" else ()
     return [
-        sudo("sudo", "-u", user, "-H", "--", "sh", "-c", conda.UMASK_002, "sh",
+        sudo("sudo", "-u", user, "-H", "--", "sh", "-c", envs.UMASK_002, "sh",
              "/opt/conda/bin/conda", "env", verb, "-f", SHARED_YML, "-p", path, *prune,
              why=f"{why}: {verb} it as {user}"),
         sudo("install", "-o", user, "-g", str(gid), "-m", "0644", STDIN, f"{path}/{STAMP}",
@@ -463,7 +464,7 @@ TWO = Host("lab", users=("alice", "bob"))
 
 def test_each_user_gets_the_env_created_as_themselves() -> None:
     connection = envs_host(shared=False)
-    commands, _ = plan(conda.ensure_envs, connection, TWO)
+    commands, _ = plan(envs.ensure_envs, connection, TWO)
     assert commands == [
         write_file(SHARED_YML, GAFKD_YML, why="the host's copy of gafkd.yml"),
         *env_commands("alice", 1001, "create", "alice's gafkd is missing"),
@@ -475,7 +476,7 @@ def test_an_env_built_from_another_file_is_updated_with_prune() -> None:
     connection = envs_host()
     built(connection, "alice", stamp="0" * 64)
     built(connection, "bob")
-    commands, _ = plan(conda.ensure_envs, connection, TWO)
+    commands, _ = plan(envs.ensure_envs, connection, TWO)
     assert commands == env_commands(
         "alice", 1001, "update", "alice's gafkd was built from another gafkd.yml"
     )
@@ -485,7 +486,7 @@ def test_current_envs_plan_nothing_and_say_why() -> None:
     connection = envs_host()
     built(connection, "alice")
     built(connection, "bob")
-    assert plan(conda.ensure_envs, connection, TWO) == ([], ENVS_REASON)
+    assert plan(envs.ensure_envs, connection, TWO) == ([], ENVS_REASON)
 
 
 def test_one_users_env_writable_by_another_is_fixed() -> None:
@@ -494,7 +495,7 @@ def test_one_users_env_writable_by_another_is_fixed() -> None:
     connection = envs_host(finds={writable: f"{ALICE_ENV}/lib", foreign: f"{ALICE_ENV}/bin/x"})
     built(connection, "alice")
     built(connection, "bob")
-    commands, _ = plan(conda.ensure_envs, connection, TWO)
+    commands, _ = plan(envs.ensure_envs, connection, TWO)
     assert commands == [
         sudo("chown", "-R", "alice", ALICE_ENV, why="alice owns alice's gafkd"),
         sudo("chmod", "-R", "go-w", ALICE_ENV, why="only alice may write alice's gafkd"),
@@ -504,7 +505,7 @@ def test_one_users_env_writable_by_another_is_fixed() -> None:
 def test_a_folder_in_the_envs_place_that_is_no_env_is_left_alone() -> None:
     connection = envs_host(stats={ALICE_ENV: "alice alice 755"})
     with pytest.raises(ProvisionError, match="exists but is no conda env"):
-        plan(conda.ensure_envs, connection, TWO)
+        plan(envs.ensure_envs, connection, TWO)
 
 
 @pytest.mark.parametrize(
@@ -522,16 +523,16 @@ def test_an_env_file_with_errors_is_one_clear_error_before_the_host_is_read(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, message: str
 ) -> None:
     (tmp_path / "broken.yml").write_text(text)
-    monkeypatch.setattr(conda, "ENVS_DIR", tmp_path)
+    monkeypatch.setattr(envs, "ENVS_DIR", tmp_path)
     connection = envs_host()
     with pytest.raises(ProvisionError, match=re.escape(message)) as error:
-        plan(conda.ensure_envs, connection, TWO)
+        plan(envs.ensure_envs, connection, TWO)
     assert str(error.value).startswith(f"{tmp_path / 'broken.yml'}: ")
     assert connection.ran == []
 
 
 def test_the_projects_env_file_parses_and_pins_torch_through_pip() -> None:
-    env = conda.read_env_files(conda.ENVS_DIR)[0]
+    env = envs.read_env_files(envs.ENVS_DIR)[0]
     assert (env.name, env.path.name) == ("gafkd", "gafkd.yml")
     assert "torch==" in env.text.split("- pip:")[1]
 
@@ -539,4 +540,4 @@ def test_the_projects_env_file_parses_and_pins_torch_through_pip() -> None:
 def test_envs_for_an_unknown_user_stop_with_the_fix() -> None:
     connection = envs_host()
     with pytest.raises(ProvisionError, match="users mallory do not exist"):
-        plan(conda.ensure_envs, connection, Host("lab", users=("mallory",)))
+        plan(envs.ensure_envs, connection, Host("lab", users=("mallory",)))
