@@ -22,6 +22,7 @@ LOCAL = "local"
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # Debian's adduser NAME_REGEX, without the '$'
 GROUP_NAME = USER_NAME
 LAB_DIR = re.compile(r"/[A-Za-z0-9._/{}-]*")  # {user}: the ssh login user; nothing a shell reads
+PYTHON = re.compile(r"(/|~/)[A-Za-z0-9._/+-]*")  # ~/: the login user's home
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Host:
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts
     conda_flavor: Literal["miniforge", "anaconda"] = "miniforge"  # what a fresh install gets
     conda_installer: str | None = None  # installer on this machine, uploaded (offline host)
+    python: str = "~/.conda/envs/gafkd/bin/python"  # the env that runs gafkd; ~: login's home
 
 
 def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
@@ -58,6 +60,7 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
     files = {key: settings.get(key) for key in ("ssh_config", "known_hosts")}
     flavor = settings.get("conda_flavor", Host.conda_flavor)
     installer = settings.get("conda_installer")
+    python = settings.get("python", Host.python)
     if flavor not in ("miniforge", "anaconda"):
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.conda_flavor is {flavor!r}; expected miniforge or anaconda"
@@ -66,6 +69,11 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.conda_installer is {installer!r}; expected the path of "
             "an installer file on this machine, or leave it out to download Miniforge"
+        )
+    if not isinstance(python, str) or not PYTHON.fullmatch(python):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.python is {python!r}; expected the absolute path (or one "
+            "starting with ~/) of the env's python on the host, e.g. ~/.conda/envs/gafkd/bin/python"
         )
     for kind, name in [("group", group)] + [("user", user) for user in users]:
         if not USER_NAME.fullmatch(name):
@@ -105,6 +113,7 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         known_hosts=files["known_hosts"],
         conda_flavor=flavor,
         conda_installer=installer,
+        python=python,
     )
 
 

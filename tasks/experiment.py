@@ -1,7 +1,8 @@
 """Experiment tasks: train one run, launch a grid, watch status, aggregate results.
 
 Tasks only parse arguments, call one function in gafkd/, and print the result; ConfigError and
-TrainingError become one-line errors here.
+TrainingError become one-line errors here. With ``--host`` the same tasks act on lab hosts over
+ssh (provisioning/remote.py), and ProvisionError becomes a one-line error too.
 """
 
 from __future__ import annotations
@@ -9,13 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+if TYPE_CHECKING:
+    from provisioning.core import Connection
+    from provisioning.hosts import Host
+
 SET_HELP = "override a config field or a grid axis, e.g. --set train.epochs=5 (repeatable)"
 ROOT_HELP = "the folder that holds runs/ (default: here)"
+HOST_HELP = "run it on this lab host (ssh alias under hosts: in invoke.yaml) instead of here"
+WATCH_SECONDS = 2.0
 
 
 @contextmanager
@@ -23,11 +31,66 @@ def user_errors() -> Iterator[None]:
     """Bad input and failed runs end the task with one line, without a traceback."""
     from gafkd.config import ConfigError
     from gafkd.train import TrainingError
+    from provisioning.core import ProvisionError
 
     try:
         yield
-    except (ConfigError, TrainingError) as error:
+    except (ConfigError, TrainingError, ProvisionError) as error:
         raise Exit(f"error: {error}", code=1) from None
+
+
+def connect_hosts(c: Context, names: str) -> list[tuple[Host, Connection]]:
+    """``--host lab`` or ``lab1,lab2`` -> (Host, open connection) pairs."""
+    from provisioning import hosts
+
+    chosen = hosts.select_hosts(names, c.config.get("hosts") or {}, Path.home() / ".ssh/config")
+    return [(host, hosts.connect(host)) for host in chosen]
+
+
+def connect_one(c: Context, name: str) -> tuple[Host, Connection]:
+    if "," in name:
+        raise Exit(f"error: --host {name!r} names several hosts; this task takes one", code=1)
+    return connect_hosts(c, name)[0]
+
+
+def host_screen(statuses: dict[str, dict[str, Any]]) -> Any:
+    """Each host's status screen under a heading with its alias."""
+    from rich.console import Group
+    from rich.rule import Rule
+
+    from gafkd.screen import render
+
+    parts = [(Rule(alias, align="left"), render(status)) for alias, status in statuses.items()]
+    return Group(*(part for pair in parts for part in pair))
+
+
+def show_host_status(c: Context, names: str, grid: str, as_json: bool, watch: bool) -> None:
+    """Status of lab hosts: one `gafkd status --json` per host and refresh, on kept connections."""
+    import json as json_module
+    import time
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from provisioning import remote
+
+    opened = connect_hosts(c, names)
+
+    def fetch() -> dict[str, dict[str, Any]]:
+        return {host.alias: remote.status(conn, host, grid or None) for host, conn in opened}
+
+    if as_json:
+        print(json_module.dumps(fetch(), indent=2))
+    elif not watch:
+        Console().print(host_screen(fetch()))
+    else:
+        with Live(host_screen(fetch()), auto_refresh=False) as live:
+            try:
+                while True:
+                    time.sleep(WATCH_SECONDS)
+                    live.update(host_screen(fetch()), refresh=True)
+            except KeyboardInterrupt:
+                pass
 
 
 @task(
@@ -58,6 +121,7 @@ def train(c: Context, config: str, set: list[str] | None = None) -> None:
         "gpus": "GPU indices to use, e.g. 0,1 (default: all)",
         "retries": "how often a failing run is retried before it is marked failed",
         "root": ROOT_HELP,
+        "host": HOST_HELP + "; syncs the code and installs it into the env there first",
     },
     iterable=["set"],
 )
@@ -72,11 +136,24 @@ def launch(
     gpus: str = "",
     retries: int = 2,
     root: str = ".",
+    host: str = "",
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
+    from gafkd import __version__
     from gafkd import launch as launcher
 
     with user_errors():
+        if host:
+            if foreground:
+                raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
+            options = [f"--set={item}" for item in set or []] + [f"--retries={retries}"]
+            options += [f"--per-gpu={per_gpu}"] * bool(per_gpu) + [f"--gpus={gpus}"] * bool(gpus)
+            options += ["--resume"] * resume
+            from provisioning import remote
+
+            lab, connection = connect_one(c, host)
+            remote.launch(connection, lab, grid, options, version=__version__, dry=dry, echo=print)
+            return
         gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
         launcher.launch(
             grid,
@@ -95,17 +172,26 @@ def launch(
     help={
         "grid": "only this grid's batch (default: every batch under runs/)",
         "watch": "refresh the screen until Ctrl-C",
-        "json": "print JSON for scripts",
+        "json": "print JSON for scripts (with --host: {alias: status})",
         "root": ROOT_HELP,
+        "host": "show these lab hosts instead of here: an alias from invoke.yaml, or lab1,lab2",
     }
 )
 def status(
-    c: Context, grid: str = "", watch: bool = False, json: bool = False, root: str = "."
+    c: Context,
+    grid: str = "",
+    watch: bool = False,
+    json: bool = False,
+    root: str = ".",
+    host: str = "",
 ) -> None:
     """GPUs, their health and other users' processes, and each batch's progress, on one screen."""
     from gafkd.cli import show_status
 
     with user_errors():
+        if host:
+            show_host_status(c, host, grid, json, watch)
+            return
         show_status(Path(root), grid or None, as_json=json, watch=watch)
 
 
@@ -113,17 +199,24 @@ def status(
     help={
         "grid": "the grid whose runs to aggregate",
         "reference": "a reference file of earlier numbers to show beside ours, or 'lab'",
-        "root": ROOT_HELP,
+        "root": ROOT_HELP + "; with --host, the copy goes to <root>/.hosts/<host>/runs/",
+        "host": HOST_HELP + ": its results are copied here (rsync, no checkpoints) first",
     }
 )
-def results(c: Context, grid: str, reference: str = "", root: str = ".") -> None:
+def results(c: Context, grid: str, reference: str = "", root: str = ".", host: str = "") -> None:
     """Mean ± std over seeds per config: a markdown table, CSV and a PNG plot."""
     from gafkd.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     with user_errors():
         chosen = LAB_REFERENCE if reference == "lab" else reference or None
-        print_results(Path(root), grid, chosen)
+        local = Path(root)
+        if host:
+            from provisioning import remote
+
+            lab, connection = connect_one(c, host)
+            local = remote.results(connection, lab, grid, local / ".hosts" / lab.alias)
+        print_results(local, grid, chosen)
 
 
 @task(
@@ -131,13 +224,21 @@ def results(c: Context, grid: str, reference: str = "", root: str = ".") -> None
         "grid": "the launched grid",
         "run": "one run id (default: every queued and running run of the grid)",
         "root": ROOT_HELP,
+        "host": HOST_HELP,
     }
 )
-def cancel(c: Context, grid: str, run: str = "", root: str = ".") -> None:
+def cancel(c: Context, grid: str, run: str = "", root: str = ".", host: str = "") -> None:
     """Stop a run, or a whole batch, cleanly: marked cancelled (not failed), resumable later."""
     from gafkd.control import cancel as cancel_runs
 
     with user_errors():
+        if host:
+            from provisioning import remote
+
+            lab, connection = connect_one(c, host)
+            args = ("cancel", grid, *(("--run", run) if run else ()))
+            print(remote.gafkd(connection, lab, *args, what="gafkd cancel").stdout, end="")
+            return
         cancel_runs(Path(root), grid, run or None)
 
 
@@ -148,11 +249,21 @@ def cancel(c: Context, grid: str, run: str = "", root: str = ".") -> None:
         "grid": "the grid the run belongs to (default: search every launched grid)",
         "follow": "keep printing new lines until the run stops",
         "root": ROOT_HELP,
+        "host": HOST_HELP,
     },
 )
-def logs(c: Context, run: str, grid: str = "", follow: bool = False, root: str = ".") -> None:
+def logs(
+    c: Context, run: str, grid: str = "", follow: bool = False, root: str = ".", host: str = ""
+) -> None:
     """Show a run's log (its training output), optionally following it."""
     from gafkd.control import show_log
 
     with user_errors():
+        if host:
+            from provisioning import remote
+
+            lab, connection = connect_one(c, host)
+            args = ("logs", run, *(("--grid", grid) if grid else ()), *(("--follow",) * follow))
+            remote.gafkd(connection, lab, *args, stream=True, what="gafkd logs")
+            return
         show_log(Path(root), run, grid or None, follow=follow)

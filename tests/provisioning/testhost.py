@@ -67,6 +67,19 @@ class SshHost:
         """Run a command inside the host's root filesystem (to verify from inside)."""
         return run(["chroot", str(self.root), *argv], check=False)
 
+    def bind(self, source: Path, target: str) -> None:
+        """Mount ``source`` (a folder here) read-only at ``target`` inside the running host.
+
+        The mount is made in the sshd's own mount namespace (nsenter), so it exists only for the
+        host's processes and vanishes with them; nothing is mounted on this machine.
+        """
+        pid = int((self.root / PID_FILE.lstrip("/")).read_text())
+        where = str(self.root / target.lstrip("/"))
+        (self.root / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        enter = ["nsenter", "--target", str(pid), "--mount", "--"]
+        run([*enter, "mount", "--bind", str(source), where])
+        run([*enter, "mount", "-o", "remount,bind,ro", where])
+
 
 def run(
     argv: Sequence[str], *, check: bool = True, **kwargs: object
@@ -285,18 +298,21 @@ def stop(root: Path) -> None:
 def clean_stale(hosts: Path) -> None:
     """Copies left by sessions that died without their teardown (their pytest PID is gone)."""
     for copy in hosts.glob("session-*"):
-        owner = int(copy.name.removeprefix("session-"))
+        owner = int(copy.name.removeprefix("session-").split("-")[0])
         if owner != os.getpid() and command_name(owner) is None:
             stop(copy)
 
 
-def bring_up(state: Path) -> Iterator[SshHost]:
-    """Build (once), copy, start; yield the running host; stop it and remove the copy."""
+def bring_up(state: Path, name: str = "") -> Iterator[SshHost]:
+    """Build (once), copy, start; yield the running host; stop it and remove the copy.
+
+    ``name`` tells apart several hosts of one test session (each its own copy and port).
+    """
     if os.geteuid() != 0:
         raise Unavailable("the test host needs root (debootstrap, chroot, unshare)")
     cache = cache_dir()
     (cache / "hosts").mkdir(parents=True, exist_ok=True)
-    copy = cache / "hosts" / f"session-{os.getpid()}"
+    copy = cache / "hosts" / (f"session-{os.getpid()}" + (f"-{name}" if name else ""))
     try:
         with locked(cache / "lock"):
             clean_stale(cache / "hosts")

@@ -1,0 +1,252 @@
+"""``--host`` for launch, status, results, logs and cancel, against the real Debian test host.
+
+The host (tests/provisioning/testhost.py, its own copy and port) gets a gafkd env without
+internet: this interpreter's site-packages (torch, seglearn's ``watch`` data, pip, setuptools)
+bind-mounted read-only inside the host's mount namespace, and a tiny venv at the default
+``~/.conda/envs/gafkd`` on the host's own python3 whose ``.pth`` adds them. ``launch --host``
+then syncs the checkout and ``pip install -e``'s it into that venv, as on a lab server.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import site
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provisioning import remote
+from provisioning.core import ProvisionError
+from provisioning.hosts import Host, LocalConnection, connect, parse_host
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = "/opt/gafkd-shared/site-packages"  # inside the host
+ENV = "root/.conda/envs/gafkd"  # the default python setting, for the root login
+SETS = ("dataset=watch", "train.epochs=1", "seed=[0]", "train.alpha=[0.3]")
+STUDENT = "student/dataset-watch_alpha-0.3/seed0"
+
+
+def _testhost_module() -> Any:
+    name = "gafkd_testhost"  # shared with tests/provisioning/conftest.py when both load
+    if name not in sys.modules:
+        path = ROOT / "tests" / "provisioning" / "testhost.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+testhost = _testhost_module()
+
+
+def prepare_env(host: Any) -> None:
+    """A venv on the host's python3 that sees this interpreter's site-packages (read-only)."""
+    here = sys.version_info[:2]
+    found = host.inside("python3", "-c", "import sys; print(*sys.version_info[:2])").stdout
+    if tuple(int(part) for part in found.split()) != here:
+        raise testhost.Unavailable(f"the host's python3 is {found.strip()}, this one {here}")
+    host.bind(Path(site.getsitepackages()[0]), SHARED)
+    env = host.root / ENV
+    packages = env / "lib" / f"python{here[0]}.{here[1]}" / "site-packages"
+    packages.mkdir(parents=True)
+    (env / "bin").mkdir()
+    (env / "bin" / "python").symlink_to("/usr/bin/python3")
+    (env / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = false\n")
+    (packages / "gafkd-shared.pth").write_text(f"{SHARED}\n")
+    probe = ssh(host, f"/{ENV}/bin/python", "-c", "import torch, numpy, scipy, pip, setuptools")
+    if probe.returncode != 0:
+        raise testhost.Unavailable(f"the env on the host cannot import torch: {probe.stderr}")
+
+
+def ssh(host: Any, *argv: str) -> subprocess.CompletedProcess[str]:
+    command = ["ssh", "-F", str(host.ssh_config), "-o", "BatchMode=yes", host.alias]
+    command.append(shlex.join(argv))  # ssh hands the remote shell one line
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def labhost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The test host with a gafkd env; skips with the reason when either cannot be had."""
+    hosts = testhost.bring_up(tmp_path_factory.mktemp("labhost"), name="remote")
+    try:
+        host = next(hosts)
+        prepare_env(host)
+    except (testhost.Unavailable, OSError) as error:
+        hosts.close()
+        pytest.skip(f"ssh test host with a gafkd env unavailable: {error}")
+    yield host
+    hosts.close()  # stops sshd, the runner and every other process in it, removes the copy
+
+
+@pytest.fixture(scope="module")
+def config(labhost: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """invoke.yaml hosts: the test host, and ``noenv`` (same host, an env that is not there)."""
+    settings = labhost.settings()
+    hosts = {labhost.alias: settings, "noenv": {**settings, "python": "/opt/none/bin/python"}}
+    folder = tmp_path_factory.mktemp("invoke")
+    text = labhost.ssh_config.read_text()
+    first = text.split("\n\n")[0].replace(f"Host {labhost.alias}\n", "Host noenv\n")
+    (folder / "ssh_config").write_text(text + "\n" + first)
+    hosts["noenv"]["ssh_config"] = str(folder / "ssh_config")
+    return testhost.write_invoke_config(folder / "invoke.json", hosts)  # type: ignore[no-any-return]
+
+
+def invoke(config: Path, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "INVOKE_RUNTIME_CONFIG": str(config)}
+    argv = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), *args]
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def sets() -> list[str]:
+    return [part for item in SETS for part in ("--set", item)]
+
+
+def wait_done(config: Path, alias: str, grid: str = "kd_alpha") -> dict[str, Any]:
+    for _ in range(240):
+        done = invoke(config, "status", "--host", alias, "--json", "--grid", grid)
+        assert done.returncode == 0, done.stderr
+        batch = json.loads(done.stdout)[alias]["batches"][0]
+        if batch["runner"]["state"] != "running" and not batch["counts"].get("queued"):
+            return batch  # type: ignore[no-any-return]
+        time.sleep(1)
+    raise AssertionError(f"the batch did not finish: {batch}")
+
+
+class Counting:
+    """A connection that counts the commands it runs (each one ssh round trip)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection, self.commands = connection, 0
+
+    def run(self, command: str, **kwargs: Any) -> Any:
+        self.commands += 1
+        return self.connection.run(command, **kwargs)
+
+
+@pytest.mark.ssh
+def test_launch_close_reconnect_status_then_results_and_logs(
+    labhost: Any, config: Path, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    done = invoke(config, "launch", "--grid", "kd_alpha", "--host", labhost.alias, *sets())
+    assert done.returncode == 0, done.stderr
+    assert "runner started in the background" in done.stdout
+    assert "/srv/lab/root/gafkd/runs/kd_alpha/.batch/" in done.stdout  # where it all lives
+    print(f"launch --host took {time.monotonic() - started:.1f} s")
+
+    host = parse_host(labhost.alias, labhost.settings())  # a fresh connection: a reconnect
+    counting = Counting(connect(host))
+    found = remote.status(counting, host)  # type: ignore[arg-type]
+    assert counting.commands == 1
+    assert [batch["grid"] for batch in found["batches"]] == ["kd_alpha"]
+    assert found["host"] == "testhost"
+
+    batch = wait_done(config, labhost.alias)
+    assert batch["counts"]["done"] == 3, batch
+    shown = invoke(
+        config, "results", "--grid", "kd_alpha", "--host", labhost.alias, "--root", str(tmp_path)
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "| watch | 0.3 |" in shown.stdout
+    copied = tmp_path / ".hosts" / labhost.alias / "runs" / "kd_alpha"
+    assert (copied / ".batch" / "plan.json").is_file()
+    assert not list(copied.rglob("*.pt"))  # no checkpoints come back
+
+    log = invoke(config, "logs", STUDENT, "--host", labhost.alias)
+    assert log.returncode == 0, log.stderr
+    assert log.stdout.strip()
+
+
+@pytest.mark.ssh
+def test_launch_dry_on_a_synced_host_prints_the_plan_and_starts_nothing(
+    labhost: Any, config: Path
+) -> None:
+    state = labhost.root / "srv/lab/root/gafkd/runs/kd_alpha/.batch/state.json"
+    before = state.stat().st_mtime_ns
+    args = ("launch", "--grid", "kd_alpha", "--host", labhost.alias, "--dry", *sets())
+    done = invoke(config, *args)
+    assert done.returncode == 0, done.stderr
+    assert "| sync | ok:" in done.stdout
+    assert "3 runs, in this order" in done.stdout
+    assert "nothing is changed (--dry)" in done.stdout
+    assert state.stat().st_mtime_ns == before
+
+
+@pytest.mark.ssh
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("status", "--host", "nosuch"), "unknown host 'nosuch'"),
+        (("status", "--host", "noenv"), "no python at /opt/none/bin/python"),
+        (("launch", "--grid", "kd_beta", "--host", "testhost"), "unknown grid 'kd_beta'"),
+        (
+            ("launch", "--grid", "kd_alpha", "--host", "testhost", "--set", "data.path=/nope"),
+            "dataset path /nope does not exist",
+        ),
+        (("logs", "nope/run", "--host", "testhost"), "no run 'nope/run'"),
+        (("cancel", "--grid", "kd_alpha", "--run", "nope", "--host", "testhost"), "no run 'nope'"),
+    ],
+)
+def test_a_bad_input_is_one_error_before_anything_runs(
+    config: Path, args: tuple[str, ...], message: str
+) -> None:
+    done = invoke(config, *args)
+    assert done.returncode == 1, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+
+
+@pytest.mark.ssh
+def test_launch_resume_after_the_runner_was_killed_skips_done_runs(
+    labhost: Any, config: Path
+) -> None:
+    again = [*sets()[:-4], "--set", "seed=[1]", "--set", "train.alpha=[0.3]"]
+    launched = invoke(config, "launch", "--grid", "kd_alpha", "--host", labhost.alias, *again)
+    assert launched.returncode == 0, launched.stderr
+    for _ in range(240):  # until the two teachers are done
+        shown = invoke(config, "status", "--host", labhost.alias, "--json")
+        batch = json.loads(shown.stdout)[labhost.alias]["batches"][0]
+        if batch["counts"]["done"] >= 2:
+            break
+        time.sleep(0.5)
+    teacher = labhost.root / "srv/lab/root/gafkd/runs/kd_alpha/gaf_teacher/dataset-watch/seed1"
+    finished = (teacher / "result.json").stat().st_mtime_ns
+    kill = ssh(labhost, "kill", "-KILL", str(batch["runner"]["pid"]))  # the runner we started
+    assert kill.returncode == 0, kill.stderr
+    resumed = invoke(config, "launch", "--grid", "kd_alpha", "--host", labhost.alias, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    batch = wait_done(config, labhost.alias)
+    assert batch["counts"]["done"] == 3, batch
+    assert (teacher / "result.json").stat().st_mtime_ns == finished  # not run again
+
+
+def test_the_remote_script_runs_gafkd_from_the_env_in_the_lab_folder(tmp_path: Path) -> None:
+    host = Host("local", lab_dir=str(tmp_path), python=sys.executable)
+    found = remote.status(LocalConnection(), host)
+    assert found["batches"] == []
+
+
+def test_a_missing_env_says_to_provision_and_expands_the_home(tmp_path: Path) -> None:
+    host = Host("local", lab_dir=str(tmp_path), python="~/.nowhere/bin/python")
+    with pytest.raises(ProvisionError, match="invoke provision --host local") as raised:
+        remote.status(LocalConnection(), host)
+    assert f"no python at {Path.home()}/.nowhere/bin/python" in str(raised.value)
+
+
+def test_a_gafkd_error_comes_back_as_its_one_line(tmp_path: Path) -> None:
+    host = Host("local", lab_dir=str(tmp_path), python=sys.executable)
+    with pytest.raises(ProvisionError, match=r"^local: unknown grid 'kd_beta'"):
+        remote.gafkd(LocalConnection(), host, "launch", "kd_beta", "--dry")
