@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from gafkd.config import ConfigError, load_config
-from gafkd.train import TrainingError
+from gafkd.config import ConfigError, TrainingError, load_config
 
 
 def builtin_configs() -> dict[str, Path]:

@@ -23,6 +23,14 @@ class ConfigError(ValueError):
     """Bad user input: names the thing, the value received, the value expected and the fix."""
 
 
+class TrainingError(RuntimeError):
+    """A run cannot go on (for example a non-finite loss); names the run and the step.
+
+    Defined here, beside ConfigError, so that the command line can report both without
+    importing torch (``gafkd status`` answers fast).
+    """
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["geneactiv", "npz", "watch", "basic_motions"] = "watch"

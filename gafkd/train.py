@@ -22,12 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from gafkd import imaging, rundir
-from gafkd.config import ImagingConfig, RunConfig, TrainConfig
+from gafkd.config import ImagingConfig, RunConfig, TrainConfig, TrainingError
 from gafkd.distill import distillation_loss
-
-
-class TrainingError(RuntimeError):
-    """A run cannot go on (for example a non-finite loss); names the run and the step."""
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,7 @@ WATCH_SECONDS = 2.0
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Bad input and failed runs end the task with one line, without a traceback."""
-    from gafkd.config import ConfigError
-    from gafkd.train import TrainingError
+    from gafkd.config import ConfigError, TrainingError
     from provisioning.core import ProvisionError
 
     try:
