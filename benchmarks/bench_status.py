@@ -13,11 +13,10 @@ batch (or none: status then reports no batches) will do; nothing on it is change
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import time
 from pathlib import Path
-
-import importlib
 
 from provisioning import hosts, remote
 
