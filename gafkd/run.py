@@ -63,14 +63,12 @@ def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         run_dir=run_dir,
         teacher_cache={role: path / "logits" for role, path in teacher_dirs.items()},
     )
-    history = _read_history(run_dir)
     result |= {
         "name": config.name,
         "run_dir": str(run_dir),
         "n_params": sum(p.numel() for p in student.parameters()),
         "in_channels": in_channels,
         "classes": list(split.train.class_names),
-        "train_seconds": round(sum(row["seconds"] for row in history), 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "process_seconds": round(time.time() - started, 3),
         "standardization": {"mean": list(split.channel_mean), "std": list(split.channel_std)},
@@ -210,11 +208,6 @@ def _check_same_config(config: RunConfig, run_dir: Path) -> None:
             f"{run_dir} holds a run with another config (differs in {', '.join(keys)}); "
             "set out_dir to a new folder, or delete the old run to start over"
         )
-
-
-def _read_history(run_dir: Path) -> list[dict[str, Any]]:
-    state = rundir.load_checkpoint(run_dir)
-    return list(state["history"]) if state is not None else []
 
 
 def _build(config: RunConfig, in_channels: int, n_classes: int) -> nn.Module:

@@ -283,6 +283,7 @@ def summarize(history: list[dict[str, Any]], report: str) -> dict[str, Any]:
         "final_train_loss": final["train_loss"],
         "best_test_acc": best_test["test_acc"],
         "best_test_epoch": best_test["epoch"],
+        "train_seconds": round(sum(row.get("seconds", 0.0) for row in history), 3),
     }
     if "val_acc" in final:
         best_val = max(history, key=lambda row: row["val_acc"])
