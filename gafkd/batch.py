@@ -26,6 +26,7 @@ from typing import IO, Any
 from gafkd import rundir
 from gafkd.config import ConfigError, dump_toml
 from gafkd.health import HealthMonitor
+from gafkd.hostqueue import HostQueue, check_folder
 
 STATE_DIR = ".batch"
 CANCELLED = "cancelled.json"
@@ -62,6 +63,7 @@ class Batch:
     grid: str
     plan: list[dict[str, Any]]
     runs: dict[str, RunState] = field(default_factory=dict)
+    queue: HostQueue | None = None  # host-wide slots shared with other users' runners
 
     @property
     def state_dir(self) -> Path:
@@ -103,12 +105,19 @@ def run_batch(
     retries: int = 2,
     health: HealthMonitor | None = None,
     log: IO[str] | None = None,
+    queue: Path | None = None,
 ) -> dict[str, RunState]:
-    """Run every planned run of a launched grid to done, failed or blocked; return their states."""
+    """Run every planned run of a launched grid to done, failed or blocked; return their states.
+
+    With a `queue` folder (:mod:`gafkd.hostqueue`) each run also takes a host-wide slot there,
+    so the per-device limits hold across the runners of every user sharing the folder.
+    """
     out = log or sys.stdout
+    keep_private()
     with grid_lock(root, grid):
         plan = read_plan(root, grid)
-        batch = Batch(root, grid, plan["runs"])
+        host_queue = HostQueue(check_folder(queue), grid) if queue is not None else None
+        batch = Batch(root, grid, plan["runs"], queue=host_queue)
         for run in batch.plan:
             done = rundir.read_result(root / run["run_dir"]) is not None
             batch.runs[run["id"]] = RunState(status="done" if done else "queued")
@@ -116,7 +125,7 @@ def run_batch(
         health = health or HealthMonitor(batch.state_dir / "health.jsonl")
         if any(device != "cpu" for device in slots.per_device):
             health.start()
-        stopping = _handle_termination()
+        stopping, previous = _handle_termination()
         processes: dict[str, subprocess.Popen[bytes]] = {}
         started = now()
         _write_state(batch, slots, health, started)
@@ -126,6 +135,8 @@ def run_batch(
                 changed = _apply_cancellations(batch, processes, out)
                 changed |= _reap(batch, processes, retries, out)
                 changed |= _block_dependents(batch)
+                if batch.queue is not None:
+                    batch.queue.keep(processes)  # frees the slots of runs that ended
                 changed |= _start_ready(batch, processes, slots, health, out)
                 if changed or time.monotonic() - last_beat > 5:
                     _write_state(batch, slots, health, started)
@@ -136,8 +147,12 @@ def run_batch(
                 process.terminate()
                 process.wait()
                 batch.runs[run_id] = RunState(status="queued", attempts=batch.runs[run_id].attempts)
+            if batch.queue is not None:
+                batch.queue.close()
             health.stop()
             _write_state(batch, slots, health, started, finished=not stopping)
+            for signum, handler in previous.items():  # a caller's Ctrl-C works again
+                signal.signal(signum, handler)
     counts = _counts(batch)
     print(f"grid {grid}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), file=out)
     return batch.runs
@@ -228,7 +243,7 @@ def _start_ready(
         state = batch.runs[run["id"]]
         if state.status != "queued" or any(batch.runs[n].status != "done" for n in run["needs"]):
             continue
-        device = _free_device(batch, slots, health)
+        device = _free_device(batch, slots, health, run["id"])
         if device is None:
             break
         processes[run["id"]] = _spawn(batch.root, run, device, slots)
@@ -241,25 +256,33 @@ def _start_ready(
     return changed
 
 
-def _free_device(batch: Batch, slots: Slots, health: HealthMonitor) -> str | None:
+def _free_device(batch: Batch, slots: Slots, health: HealthMonitor, run_id: str = "") -> str | None:
+    """A device with room for one more run under this runner's limits; with a host queue, a
+    host-wide slot on it is taken for `run_id` as well (held until the run ends)."""
     busy: dict[str, int] = {}
     for state in batch.runs.values():
         if state.status == "running":
             key = "cpu" if state.gpu is None else str(state.gpu)
             busy[key] = busy.get(key, 0) + 1
-    for device, count in slots.per_device.items():
-        if device != "cpu" and not health.healthy(int(device))[0]:
-            continue  # no new runs on a GPU that needs a reset or stays too hot
-        if busy.get(device, 0) < count:
-            return device
-    return None
+    room = {  # no new runs on a GPU that needs a reset or stays too hot
+        device: count
+        for device, count in slots.per_device.items()
+        if busy.get(device, 0) < count and (device == "cpu" or health.healthy(int(device))[0])
+    }
+    if batch.queue is not None:
+        return batch.queue.take(room, run_id)
+    return next(iter(room), None)
 
 
-def _spawn(
-    root: Path, run: Mapping[str, Any], device: str, slots: Slots
-) -> subprocess.Popen[bytes]:
-    """Start one run as its own process, seeing only its GPU (or none)."""
-    run_dir = (root / run["run_dir"]).resolve()
+def keep_private() -> None:
+    """What this process creates (run folders, batch state) is not writable by the group or
+    others, so on a shared server only a batch's owner can change or cancel its runs."""
+    os.umask(os.umask(0o022) | 0o022)
+
+
+def write_run_config(root: Path, run: Mapping[str, Any]) -> Path:
+    """Write a planned run's config, with absolute paths, to ``<run dir>/launch.toml``."""
+    run_dir = Path(root / run["run_dir"]).resolve()
     config = dict(run["config"]) | {"out_dir": str(run_dir)}
     config["teachers"] = {
         role: {"run": str((root / t["run"]).resolve()), "config": ""}
@@ -268,12 +291,21 @@ def _spawn(
     run_dir.mkdir(parents=True, exist_ok=True)
     with rundir.atomic_open(run_dir / "launch.toml") as handle:
         handle.write(dump_toml(config))
+    return run_dir / "launch.toml"
+
+
+def _spawn(
+    root: Path, run: Mapping[str, Any], device: str, slots: Slots
+) -> subprocess.Popen[bytes]:
+    """Start one run as its own process, seeing only its GPU (or none)."""
+    config_path = write_run_config(root, run)
+    run_dir = config_path.parent
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="" if device == "cpu" else device)
     if device == "cpu" and slots.threads:
         env["OMP_NUM_THREADS"] = str(slots.threads)
     log = (run_dir / "log.txt").open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "gafkd", "train", str(run_dir / "launch.toml")],
+        [sys.executable, "-m", "gafkd", "train", str(config_path)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -290,17 +322,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _handle_termination() -> list[int]:
-    """SIGTERM/SIGINT end the loop; running runs are stopped and stay queued for --resume."""
+def _handle_termination() -> tuple[list[int], dict[int, Any]]:
+    """SIGTERM/SIGINT end the loop; running runs are stopped and stay queued for --resume.
+
+    Returns the list the handler appends to, and the handlers it replaced (to put back)."""
     stopping: list[int] = []
+    previous: dict[int, Any] = {}
 
     def stop(signum: int, _frame: object) -> None:
         stopping.append(signum)
 
     with contextlib.suppress(ValueError):  # not the main thread: leave handlers alone
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-    return stopping
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, stop)
+    return stopping, previous
 
 
 def _write_state(
@@ -315,6 +350,7 @@ def _write_state(
             "heartbeat": now(),
             "finished": now() if finished else None,
             "slots": slots.per_device,
+            "queue": str(batch.queue.folder) if batch.queue is not None else None,
         },
         "runs": {run_id: asdict(s) for run_id, s in batch.runs.items()},
         "gpus": health.snapshot(),

@@ -7,6 +7,7 @@ neither invoke nor fabric, so it is what runs on a server.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -75,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     runner.add_argument("--per-gpu", type=int, default=None, help="runs at a time per GPU")
     runner.add_argument("--gpus", type=gpu_list, default=None, help="GPU indices to use, e.g. 0,1")
     runner.add_argument("--retries", type=int, default=2, help="retries of a failing run")
+    runner.add_argument(
+        "--queue",
+        type=Path,
+        default=os.environ.get("GAFKD_QUEUE") or None,
+        help="host-wide slot folder shared with other users' runners (default: $GAFKD_QUEUE)",
+    )
 
     train = commands.add_parser("train", parents=[overrides], help="train one run from a config")
     train.add_argument("config", help="path to a .toml run config, or a shipped config name")
@@ -88,6 +95,17 @@ def parser() -> argparse.ArgumentParser:
     launch.add_argument("--dry", action="store_true", help="print the plan, change nothing")
     launch.add_argument("--foreground", action="store_true", help="stay attached until done")
     launch.add_argument("--resume", action="store_true", help="restart a planned batch as is")
+    launch.add_argument(
+        "--on-reboot",
+        action="store_true",
+        help="resume the batch after a reboot (an @reboot line in your crontab, until it ends)",
+    )
+    launch.add_argument(
+        "--backend",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: this machine's runner; slurm: one job array per stage (docs/scale-out.md)",
+    )
     status = commands.add_parser("status", parents=[root], help="GPUs, health and batches")
     status.add_argument("--grid", default=None, help="only this grid's batch")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -148,6 +166,9 @@ def run_command(args: argparse.Namespace) -> int:
             per_gpu=args.per_gpu,
             gpus=args.gpus,
             retries=args.retries,
+            backend=args.backend,
+            queue=args.queue,
+            on_reboot=args.on_reboot,
         )
     elif args.command == "status":
         show_status(args.root, args.grid, as_json=args.json, watch=args.watch)
@@ -170,5 +191,9 @@ def run_command(args: argparse.Namespace) -> int:
         from gafkd.launch import choose_slots
 
         slots, _ = choose_slots(args.per_gpu, args.gpus)
-        run_batch(args.root, args.grid, slots, retries=args.retries)
+        states = run_batch(args.root, args.grid, slots, retries=args.retries, queue=args.queue)
+        if not any(state.status in ("queued", "running") for state in states.values()):
+            from gafkd import reboot
+
+            reboot.remove(args.root, args.grid)  # the batch ended: nothing to resume at boot
     return 0

@@ -8,6 +8,7 @@ Unknown keys and values of the wrong type raise `ConfigError` naming the key.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 TeacherRole = Literal["signal", "image"]
+
+
+MODEL_NAME = re.compile(r"wrn\d+_\d+")
 
 
 class ConfigError(ValueError):
@@ -63,6 +67,13 @@ class ModelConfig:
     name: str = "wrn16_1"  # wrn<depth>_<width>
     input: Literal["signal", "image"] = "signal"  # 1-D WRN on signals or 2-D WRN on images
     dropout: float = 0.0  # inside the residual blocks, as in WRN
+
+    def __post_init__(self) -> None:  # checked when a grid is planned, before any run starts
+        if not MODEL_NAME.fullmatch(self.name):
+            raise ConfigError(
+                f"model name {self.name!r} must look like 'wrn<depth>_<width>', e.g. wrn16_1 or "
+                "wrn28_3 (a list of them on a grid axis: [wrn16_1, wrn28_3])"
+            )
 
 
 @dataclass(frozen=True)
@@ -142,10 +153,7 @@ def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value; write e.g. train.epochs=5")
-        try:
-            value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw  # a bare word such as data.source=watch
+        value = parse_value(raw)
         *parents, leaf = key.strip().split(".")
         node = table
         for part in parents:
@@ -154,6 +162,21 @@ def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str
                 raise ConfigError(f"override {item!r}: {part} is a value, not a table")
         node[leaf] = value
     return table
+
+
+def parse_value(raw: str) -> Any:
+    """A ``--set`` value: TOML, else a bare word; ``[a, b]`` of bare words is a list of them.
+
+    >>> parse_value("5"), parse_value("watch"), parse_value("[wrn16_1, 0.5]")
+    (5, 'watch', ['wrn16_1', 0.5])
+    """
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        text = raw.strip()
+        if text.startswith("[") and text.endswith("]") and text[1:-1].strip():
+            return [parse_value(part.strip()) for part in text[1:-1].split(",")]
+        return raw  # a bare word such as data.source=watch
 
 
 def from_dict(table: Mapping[str, Any]) -> RunConfig:

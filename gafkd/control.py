@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,7 @@ from typing import IO, Any
 
 from gafkd.batch import STATE_DIR, batch_dir, is_locked, read_plan, request_cancel
 from gafkd.config import ConfigError
+from gafkd.hostqueue import user_name
 
 
 def find_run(root: Path, run_id: str, grid: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -36,16 +39,59 @@ def find_run(root: Path, run_id: str, grid: str | None = None) -> tuple[str, dic
 def cancel(root: Path, grid: str, run_id: str | None = None, out: IO[str] = sys.stdout) -> None:
     """Cancel one run, or the whole batch: running runs stop (their last epoch is checkpointed)
     and are marked cancelled, not failed; launching the grid again resumes them."""
+    check_owner(root, grid)
     read_plan(root, grid)  # the grid must have been launched
     if run_id is not None:
         find_run(root, run_id, grid)
+    if (batch_dir(root, grid) / "slurm.json").exists():
+        from gafkd import slurm
+
+        slurm.cancel(root, grid, run_id, out)
+        return
     request_cancel(root, grid, run_id)
+    if run_id is None:
+        from gafkd import reboot
+
+        reboot.remove(root, grid)  # a cancelled batch is not resumed at boot
     what = f"run {run_id}" if run_id else f"every queued and running run of {grid}"
     if is_locked(root, grid):
         print(f"cancelling {what}; the runner stops it within a second", file=out)
     else:
         print(f"{what} marked cancelled; no runner is live, so nothing was running", file=out)
         _mark_cancelled(root, grid, run_id)
+
+
+def check_owner(root: Path, grid: str) -> None:
+    """Only the user who launched a batch (or root) may cancel its runs: a batch folder of
+    another user, or a live runner of another user, is refused before anything is touched."""
+    me, folder = os.geteuid(), batch_dir(root, grid)
+    if me == 0 or not folder.is_dir():
+        return  # root may; a grid that was never launched is read_plan's error
+    owner = folder.stat().st_uid
+    runner = _runner_owner(root, grid) if owner == me else None
+    owner = runner if runner is not None else owner
+    if owner != me:
+        raise ConfigError(
+            f"the batch of grid {grid!r} under {root} belongs to {user_name(owner)}, not to "
+            f"{user_name(me)}: only its owner can cancel its runs. Your own batches are in your "
+            "lab folder (invoke status --host lists them)"
+        )
+
+
+def _runner_owner(root: Path, grid: str) -> int | None:
+    """The uid of the grid's live runner on this machine, or None when none runs here."""
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    state_path = batch_dir(root, grid) / "state.json"
+    if not is_locked(root, grid) or not state_path.exists():
+        return None
+    runner = json.loads(state_path.read_text())["runner"]
+    if runner.get("host") != socket.gethostname():
+        return None
+    try:
+        return int(psutil.Process(int(runner["pid"])).uids().real)
+    except psutil.Error:
+        return None
 
 
 def show_log(

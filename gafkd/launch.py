@@ -23,6 +23,7 @@ from gafkd.batch import (
     batch_dir,
     grid_lock,
     is_locked,
+    keep_private,
     now,
     read_plan,
     run_batch,
@@ -30,6 +31,7 @@ from gafkd.batch import (
 from gafkd.config import ConfigError
 from gafkd.grid import PlannedRun, expand, load_grid
 from gafkd.health import GpuSample, read_gpus
+from gafkd.hostqueue import check_folder
 
 GIB = 1 << 30
 MEMORY_PER_RUN = 3 * GIB  # a WRN run with data and images on the GPU, with room to spare
@@ -114,13 +116,39 @@ def launch(
     per_gpu: int | None = None,
     gpus: Sequence[int] | None = None,
     retries: int = 2,
+    backend: str = "local",
+    queue: Path | None = None,
+    on_reboot: bool = False,
     out: IO[str] = sys.stdout,
 ) -> None:
     """Plan a grid and run it on this machine: detached unless `foreground`, nothing under `dry`.
 
     With `resume`, the batch already planned under `root` is started again as it was planned
     (after a reboot, or after its runner was killed); runs that are done are not run again.
+    With a `queue` folder, runs take host-wide slots there, shared with other users' runners.
+    With `backend` ``"slurm"`` the stages go to Slurm as job arrays instead (:mod:`gafkd.slurm`).
+    With `on_reboot`, an ``@reboot`` line in the user's crontab resumes the batch after the
+    server restarts, until the batch finishes (:mod:`gafkd.reboot`).
     """
+    if on_reboot and (foreground or backend != "local"):
+        raise ConfigError(
+            "--on-reboot is for a detached local runner; a --foreground batch stops with its "
+            "terminal, and Slurm keeps its own queue across reboots"
+        )
+    if backend == "slurm":
+        from gafkd import slurm
+
+        slurm.submit(root, grid, overrides, dry=dry, resume=resume, foreground=foreground, out=out)
+        if foreground and not dry:
+            print_results(root, read_plan(root, Path(grid).stem)["grid"], out=out)
+        return
+    if backend != "local":
+        raise ConfigError(f"backend {backend!r} is unknown; expected local or slurm")
+    if any(item.startswith("slurm.") for item in overrides):
+        raise ConfigError(
+            f"{[o for o in overrides if o.startswith('slurm.')]} set Slurm options, but the "
+            "backend is local; add --backend slurm"
+        )
     if resume:
         name = read_plan(root, grid)["grid"]
         runs = None
@@ -129,12 +157,15 @@ def launch(
         name = Path(grid).stem if grid.endswith(".toml") else grid
         runs = planned
     slots, reason = choose_slots(per_gpu, gpus)
+    if queue is not None:
+        check_folder(queue)  # :mod:`gafkd.hostqueue`
     if dry:
         print_plan(name, runs if runs is not None else read_plan(root, name)["runs"], slots, out)
         return
     if is_locked(root, name):
         with grid_lock(root, name):  # raises, naming the runner that holds it
             pass
+    keep_private()
     if runs is not None:
         write_plan(root, name, runs, overrides)
         (batch_dir(root, name) / CANCELLED).unlink(missing_ok=True)  # a new launch runs them all
@@ -144,13 +175,15 @@ def launch(
     )
     print(
         f"grid {name}: {len(read_plan(root, name)['runs'])} runs, {where}"
-        + (f" ({reason})" if reason else ""),
+        + (f" ({reason})" if reason else "")
+        + (f"; slots shared with other users' runners through {queue}" if queue else ""),
         file=out,
     )
     options = [f"--retries={retries}"] + ([f"--per-gpu={per_gpu}"] if per_gpu else [])
     options += [f"--gpus={','.join(map(str, gpus))}"] if gpus else []
+    options += [f"--queue={queue}"] if queue else []
     if foreground:
-        run_batch(root, name, slots, retries=retries, log=out)
+        run_batch(root, name, slots, retries=retries, log=out, queue=queue)
         print_results(root, name, out=out)
         return
     pid = start_detached(root, name, options)
@@ -158,6 +191,11 @@ def launch(
     print(
         f"runner started in the background (pid {pid}); it survives closing this terminal", file=out
     )
+    if on_reboot:
+        from gafkd import reboot
+
+        reboot.install(root, name, options)
+        print("  after a reboot, cron resumes it (@reboot in your crontab until it ends)", file=out)
     print(f"  state and logs: {state_dir}/ (runner.log), run logs: <run dir>/log.txt", file=out)
     print("  watch it: invoke status --watch    results: invoke results --grid " + name, file=out)
 

@@ -13,6 +13,8 @@ from rich.console import Group, RenderableType
 from rich.markup import escape
 from rich.table import Table
 
+WAITING_SHOWN = 5  # queued or blocked runs listed with their reason; the rest are counted
+
 
 def render(status: Mapping[str, Any]) -> RenderableType:
     """One screen: the GPU table, then per batch a summary line, its running runs and failures."""
@@ -24,6 +26,8 @@ def render(status: Mapping[str, Any]) -> RenderableType:
         )
     else:
         parts.append(f"[yellow]{escape(status['gpu_note'])}[/]: runs go onto the CPU")
+    if status.get("slots"):
+        parts.append(_slots_line(status["slots"], status.get("user")))
     if not status["batches"]:
         parts.append("no batch under runs/*/.batch: start one with `invoke launch --grid NAME`")
     for batch in status["batches"]:
@@ -33,7 +37,21 @@ def render(status: Mapping[str, Any]) -> RenderableType:
         for run in batch["failed"]:
             error = escape(run["error"] or "no error recorded")
             parts.append(f"  [red]failed[/] {escape(run['id'])} ({run['attempts']} tries): {error}")
+        waiting = batch.get("waiting", [])
+        for run in waiting[:WAITING_SHOWN]:
+            parts.append(f"  [dim]{run['status']}[/] {escape(run['id'])}: {escape(run['reason'])}")
+        if len(waiting) > WAITING_SHOWN:
+            parts.append(f"  [dim]... and {len(waiting) - WAITING_SHOWN} more waiting[/]")
     return Group(*parts)
+
+
+def _slots_line(slots: list[dict[str, Any]], me: str | None) -> str:
+    """The shared queue's slots: whose run holds each (other users' runs count against yours)."""
+    held = []
+    for slot in slots:
+        who = "yours" if slot.get("user") == me else str(slot.get("user"))
+        held.append(f"{slot['slot']} {who} ({slot.get('run', '?')})")
+    return "shared slots: " + escape(", ".join(held))
 
 
 def _gpu_table(gpus: list[dict[str, Any]], me: str | None) -> Table:
@@ -67,6 +85,8 @@ def _gpu_table(gpus: list[dict[str, Any]], me: str | None) -> Table:
 def _summary(batch: Mapping[str, Any]) -> str:
     runner = batch["runner"]
     who = f"runner {runner['pid']} {runner['state']}" if runner["pid"] else runner["state"]
+    if runner.get("backend") == "slurm":
+        who = f"Slurm jobs {', '.join(runner['jobs'])} {runner['state']}"
     colour = "green" if runner["alive"] else "yellow"
     counts = " · ".join(f"{n} {status}" for status, n in batch["counts"].items() if n)
     eta = batch["eta_seconds"]

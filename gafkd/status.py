@@ -9,6 +9,7 @@ is the batch runner's (docs/experiments.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
@@ -55,7 +56,19 @@ def collect(root: Path, nvml: Nvml | None = None, grid: str | None = None) -> di
         "gpus": gpus,
         "gpu_note": note,
         "batches": batches,
+        "slots": _slots(batch["runner"]["queue"] for batch in batches if batch["runner"]["alive"]),
     }
+
+
+def _slots(queues: Iterable[str | None]) -> list[dict[str, Any]]:
+    """Who holds the host-wide slots (every user's runs) in the queues live runners use."""
+    from gafkd.hostqueue import holders
+
+    found: list[dict[str, Any]] = []
+    for folder in sorted({q for q in queues if q}):
+        with contextlib.suppress(OSError):
+            found.extend(holders(Path(folder)))
+    return found
 
 
 def _me() -> str | None:
@@ -108,11 +121,16 @@ def _health(live: Iterable[dict[str, Any]]) -> dict[int, tuple[bool, str]]:
 
 def _batch(folder: Path, root: Path) -> dict[str, Any]:
     plan = _plan(folder / "plan.json")
-    state = _read_json(folder / "state.json") or {}
+    if (folder / "slurm.json").is_file():  # submitted with --backend slurm: ask squeue/sacct
+        from gafkd.slurm_state import batch_state
+
+        state = batch_state(folder, root)
+    else:
+        state = _read_json(folder / "state.json") or {}
     planned = {run["id"]: run for run in plan.get("runs", [])}
     states: Mapping[str, dict[str, Any]] = state.get("runs", {})
     counts = dict.fromkeys(STATUSES, 0)
-    running, failed = [], []
+    running, failed, waiting = [], [], []
     for run_id in [*planned, *(run_id for run_id in states if run_id not in planned)]:
         run_state = states.get(run_id, {})
         status = run_state.get("status", "queued")
@@ -123,6 +141,10 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
         elif status == "failed":
             error = run_state.get("error") or _last_line(run_dir / "error.txt" if run_dir else None)
             failed.append({"id": run_id, "attempts": run_state.get("attempts"), "error": error})
+        elif status in ("queued", "blocked"):
+            why = run_state.get("reason") or run_state.get("error")
+            if why:
+                waiting.append({"id": run_id, "status": status, "reason": why})
     runner = _runner(state.get("runner") or {})
     gpu_health = state.get("gpus") or _health_log(folder / "health.jsonl")
     return {
@@ -134,6 +156,7 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
         "eta_seconds": _eta(planned, states, running, runner) if runner["alive"] else None,
         "running": running,
         "failed": failed,
+        "waiting": waiting,  # queued or blocked runs with a reason (Slurm's, or a failed teacher)
         "gpu_health": gpu_health,
     }
 
@@ -167,6 +190,8 @@ def _runner(info: Mapping[str, Any]) -> dict[str, Any]:
         state = "not started"
     elif info.get("finished"):
         state = "finished"
+    elif info.get("backend") == "slurm":
+        state = "running"  # Slurm holds the queue: no runner process to look for
     elif host in (None, socket.gethostname()) and not (pid and psutil.pid_exists(int(pid))):
         state = "stopped"  # its process is gone: --resume restarts it
     elif age is None or age > HEARTBEAT_STALE:
@@ -176,6 +201,9 @@ def _runner(info: Mapping[str, Any]) -> dict[str, Any]:
     slots = {str(device): int(n) for device, n in (info.get("slots") or {}).items()}
     return {
         "alive": state == "running",
+        "backend": info.get("backend", "local"),
+        "queue": info.get("queue"),  # the host-wide slot folder it shares, if any
+        "jobs": info.get("jobs", []),
         "state": state,
         "pid": pid,
         "host": host,

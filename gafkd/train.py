@@ -168,6 +168,7 @@ def fit(
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+        print(f"{config.name}: resuming after epoch {start_epoch} from {run_dir}", flush=True)
 
     kind, n = input_kind(model), len(data.train)
     steps = len(range(0, n, train_cfg.batch_size))

@@ -13,7 +13,7 @@ import hashlib
 import re
 import shlex
 from collections.abc import Generator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from provisioning.core import STDIN, Command, Connection, ProvisionError, read_result, run_local
 from provisioning.hosts import LOCAL, Host, ssh_files
@@ -139,6 +139,17 @@ def read_writable(connection: Connection, path: str) -> bool:
     return read_result(connection, "test", "-w", path).ok
 
 
+def read_creatable(connection: Connection, folder: str) -> bool:
+    """Whether the login user can make ``folder`` without sudo: its nearest existing parent is
+    theirs to write (their home, a cluster's scratch); root needs no sudo either."""
+    if read_result(connection, "id", "-u").stdout.strip() == "0":
+        return True
+    for parent in PurePosixPath(folder).parents:
+        if read_is_dir(connection, str(parent)):
+            return read_writable(connection, str(parent))
+    return False
+
+
 # --- ensure_* ----------------------------------------------------------------------------------
 
 
@@ -174,7 +185,10 @@ def ensure_code(connection: Connection, host: Host) -> Generator[Command, None, 
     exists = read_is_dir(connection, folder)
     if not exists:
         why = f"the lab folder {folder} is missing: create it for {user}"
-        yield Command(("install", "-d", "-o", user, "-m", "0755", folder), sudo=True, why=why)
+        if read_creatable(connection, folder):  # e.g. under the user's scratch on a cluster
+            yield Command(("mkdir", "-p", "-m", "0755", "--", folder), sudo=False, why=why)
+        else:
+            yield Command(("install", "-d", "-o", user, "-m", "0755", folder), sudo=True, why=why)
     elif not read_writable(connection, folder):
         raise ProvisionError(
             f"the lab folder {folder} is not writable by {user}, who syncs the code; make it "

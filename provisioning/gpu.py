@@ -42,6 +42,17 @@ CUDA13_MIN_CAPABILITY = (7, 5)
 PYPI_DEFAULT_CUDA: dict[tuple[int, int], tuple[int, int]] = {
     (2, 8): (12, 8), (2, 9): (12, 8), (2, 12): (13, 0), (2, 13): (13, 0), (2, 14): (13, 2),
 }  # fmt: skip
+# Stable CUDA variants of each torch minor (PyTorch RELEASE.md compatibility matrix, §3.1);
+# experimental variants are never picked.
+TORCH_STABLE_CUDA: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {
+    (2, 0): ((11, 7),), (2, 1): ((11, 8),), (2, 2): ((11, 8),), (2, 3): ((11, 8),),
+    (2, 4): ((11, 8), (12, 1)), (2, 5): ((11, 8), (12, 1), (12, 4)), (2, 6): ((11, 8), (12, 4)),
+    (2, 7): ((11, 8), (12, 6)), (2, 8): ((12, 6), (12, 8)), (2, 9): ((12, 6), (12, 8)),
+    (2, 10): ((12, 6), (12, 8)), (2, 11): ((12, 6), (12, 8), (13, 0)),
+    (2, 12): ((12, 6), (13, 0)), (2, 13): ((12, 6), (13, 0)), (2, 14): ((12, 6), (13, 0), (13, 2)),
+}  # fmt: skip
+TORCH_INDEX = "https://download.pytorch.org/whl"  # + "/cu126": the PyTorch CUDA wheel index
+PYPI = "pypi"  # the wheel variant "plain PyPI, no index": the torch pin as the env file has it
 ENVS_DIR = Path(__file__).resolve().parent.parent / "envs"
 CUDNN_HEADERS = (
     "/usr/include/cudnn_version.h",
@@ -81,6 +92,24 @@ class Probe:
     driver: str  # e.g. "560.35.03"
     cuda_driver: tuple[int, int]  # highest CUDA version the driver supports
     gpus: tuple[Gpu, ...]
+
+
+@dataclass(frozen=True)
+class TorchPin:
+    """An env file's ``torch==VERSION`` pin and the CUDA version of the wheel it names."""
+
+    version: str  # e.g. "2.13.0", without a local +cuNNN label
+    cuda: tuple[int, int] | None  # None: not known here (or a CPU index)
+    own: bool  # the file names its variant (+cuNNN or its own index); else provisioning picks
+
+
+@dataclass(frozen=True)
+class WheelChoice:
+    """The torch wheel variant the envs step installs on a host, and why in a few words."""
+
+    variant: str  # "cu126" (from TORCH_INDEX/cu126), or PYPI: plain PyPI, as pinned
+    cuda: tuple[int, int] | None  # the wheel's CUDA version; None: not known here
+    why: str  # e.g. "driver 560.35.03 is below cu130's 580.65.06"
 
 
 @dataclass(frozen=True)
@@ -166,16 +195,111 @@ def parse_recommended_driver(text: str) -> str | None:
     return None
 
 
-def parse_env_torch(text: str) -> tuple[str, tuple[int, int] | None] | None:
-    """An env file's torch pin and the CUDA version of the wheel pip will pick, if known."""
+def parse_env_torch(text: str) -> TorchPin | None:
+    """An env file's torch pin; ``own`` when the file fixes the variant (+cuNNN or an index)."""
     pin = re.search(r"^\s*-\s*torch==([0-9][\w.]*)(?:\+cu(\d+))?\s*$", text, re.M)
     if not pin:
         return None
-    index = re.search(r"--(?:extra-)?index-url\s+\S*/whl/cu(\d+)", text)
-    variant = pin[2] or (index[1] if index else None)
+    index = re.search(r"^\s*-\s*(?:--(?:extra-)?index-url|-i)[\s=]+(\S+)", text, re.M)
+    where = re.search(r"/whl/(cu\d+|cpu)/?$", index[1]) if index else None
+    variant = pin[2] or (where[1][2:] if where and where[1] != "cpu" else None)
     if variant:
-        return pin[1], (int(variant[:-1]), int(variant[-1]))
-    return pin[1], PYPI_DEFAULT_CUDA.get(parse_driver_version(pin[1])[:2])  # type: ignore[arg-type]
+        return TorchPin(pin[1], (int(variant[:-1]), int(variant[-1])), own=True)
+    if index:  # its own index without a CUDA variant: the CPU index, or a mirror of PyPI
+        return TorchPin(pin[1], None if where else pypi_cuda(pin[1]), own=True)
+    return TorchPin(pin[1], None, own=False)
+
+
+def pypi_cuda(version: str) -> tuple[int, int] | None:
+    """The CUDA version of the wheel plain PyPI serves for torch ``version``, if known."""
+    return PYPI_DEFAULT_CUDA.get(torch_minor(version))
+
+
+def torch_minor(version: str) -> tuple[int, int]:
+    """'2.13.0' -> (2, 13), the release whose variants the tables list."""
+    major, minor = re.findall(r"\d+", version)[:2]
+    return int(major), int(minor)
+
+
+def cuda_label(cuda: tuple[int, int]) -> str:
+    """(12, 6) -> 'cu126', the variant's name and its index suffix."""
+    return f"cu{cuda[0]}{cuda[1]}"
+
+
+def wheel_covers(cuda: tuple[int, int], capability: tuple[int, int] | None) -> bool:
+    """Whether a wheel built for ``cuda`` has kernels for a GPU of compute ``capability``.
+
+    PyTorch RELEASE.md's support matrix (§3.1): CUDA 13 wheels start at Turing 7.5 and reach
+    newer GPUs through PTX; the 12.6 wheels cover Maxwell 5.0 to Hopper 9.0, and older toolkits
+    reach no further. 12.8/12.9: no list in the reference, so no limit. Unknown GPU: no limit.
+    """
+    if capability is None:
+        return True
+    if cuda[0] >= 13:
+        return capability >= CUDA13_MIN_CAPABILITY
+    if cuda == (12, 6):
+        return capability >= (5, 0) and capability[0] <= 9
+    return cuda > (12, 6) or capability[0] <= 9
+
+
+def choose_wheel(version: str, probe: Probe | None) -> WheelChoice:
+    """The torch wheel variant for a host: the newest stable one its driver and GPUs run.
+
+    A variant fits when the driver meets the Table 3 minimum of the wheel's CUDA minor (the
+    conservative target of §3.2, e.g. cu126 -> 560.28.03) and its architectures cover every GPU.
+    PYPI when plain PyPI's wheel is that variant, or when the host has no NVIDIA driver (then any
+    wheel will do: torch runs on the CPU). ProvisionError, naming the driver needed, when none fits.
+    """
+    default = pypi_cuda(version)
+    if probe is None:
+        return WheelChoice(PYPI, default, "no NVIDIA driver on the host, so plain PyPI as pinned")
+    stable = TORCH_STABLE_CUDA.get(torch_minor(version))
+    if not stable:
+        why = f"torch {version}'s CUDA variants are not in this check's table: plain PyPI as pinned"
+        return WheelChoice(PYPI, default, why)
+    driver, misfits = parse_driver_version(probe.driver), []
+    for cuda in sorted(stable, reverse=True):
+        label, floor = cuda_label(cuda), TOOLKIT_MIN_DRIVER[cuda]
+        old = [f"{g.name} ({'.'.join(map(str, g.compute_capability or ()))})" for g in probe.gpus
+               if not wheel_covers(cuda, g.compute_capability)]  # fmt: skip
+        if old:
+            misfits.append(f"{label} has no kernels for {', '.join(sorted(set(old)))}")
+        elif driver < parse_driver_version(floor):
+            misfits.append(f"driver {probe.driver} is below {label}'s {floor}")
+        elif cuda == default:
+            return WheelChoice(PYPI, cuda, f"plain PyPI's {label} suits driver {probe.driver}")
+        else:
+            why = "; ".join(misfits) or f"plain PyPI's variant of torch {version} is not known here"
+            return WheelChoice(label, cuda, why)
+    raise ProvisionError(no_wheel(version, probe, stable, misfits))
+
+
+def no_wheel(
+    version: str, probe: Probe, stable: tuple[tuple[int, int], ...], misfits: list[str]
+) -> str:
+    """One paragraph: why no stable wheel of torch ``version`` runs here, and the driver needed."""
+    *older, newest = (cuda_label(cuda) for cuda in stable)
+    labels = f"{', '.join(older)} and {newest}" if older else newest
+    text = f"torch {version} has stable wheels for {labels} only, and none runs here: "
+    text += "; ".join(misfits) + "."
+    usable = [c for c in stable if all(wheel_covers(c, g.compute_capability) for g in probe.gpus)]
+    if not usable:
+        return f"{text} Pin an older torch in envs/ whose wheels still cover these GPUs."
+    lowest = min(usable, key=lambda cuda: parse_driver_version(TOOLKIT_MIN_DRIVER[cuda]))
+    text += (
+        f" It needs driver >= {TOOLKIT_MIN_DRIVER[lowest]} ({cuda_label(lowest)}): upgrade the "
+        "driver by hand (docs/provisioning.md, 'Driver changes', has the risks), or pin an older "
+        "torch in envs/."
+    )
+    compat = MINOR_COMPAT_MIN_DRIVER.get(lowest[0], "")
+    if compat and parse_driver_version(probe.driver) >= parse_driver_version(compat):
+        text += (
+            f" {cuda_label(lowest)} would start on this driver under minor-version compatibility "
+            f"(>= {compat}; JIT of newer PTX can fail): to accept that, pin torch=={version}+"
+            f"{cuda_label(lowest)} with `--extra-index-url {TORCH_INDEX}/{cuda_label(lowest)}` "
+            "in the env file."
+        )
+    return text
 
 
 # --- read_* ------------------------------------------------------------------------------------
@@ -247,7 +371,7 @@ def read_recommended_driver(connection: Connection) -> str | None:
     return parse_recommended_driver(result.stdout) if result.ok else None
 
 
-def read_env_pins(envs_dir: Path) -> dict[str, tuple[str, tuple[int, int] | None]]:
+def read_env_pins(envs_dir: Path) -> dict[str, TorchPin]:
     """Each project env file's torch pin, by env name (local files; provisioning never edits)."""
     pins = {}
     for path in sorted(envs_dir.glob("*.yml")):
@@ -272,10 +396,11 @@ def explain_wheel(probe: Probe, label: str, cuda: tuple[int, int]) -> str:
     if driver < parse_driver_version(floor):
         raise ProvisionError(
             f"driver {probe.driver} runs CUDA <= {supported}, but {label} is built for CUDA "
-            f"{wanted} and needs driver >= {floor}. Pin a torch wheel built for CUDA <= "
-            f"{supported} in envs/ (pip --index-url https://download.pytorch.org/whl/cu"
-            f"{probe.cuda_driver[0]}{probe.cuda_driver[1]}, if torch publishes that variant), or "
-            f"upgrade the driver by hand; {DRIVER_RISKS}"
+            f"{wanted} and needs driver >= {floor}. Let the envs step pick the variant (no "
+            f"index of its own in the env file, then `invoke provision --only envs`), pin a "
+            f"torch wheel built for CUDA <= {supported} in envs/ (pip --index-url {TORCH_INDEX}/"
+            f"{cuda_label(probe.cuda_driver)}, if torch publishes that variant), or upgrade the "
+            f"driver by hand; {DRIVER_RISKS}"
         )
     capabilities = {gpu.name: gpu.compute_capability or (99, 0) for gpu in probe.gpus}
     old = sorted(
@@ -300,7 +425,7 @@ def explain_wheel(probe: Probe, label: str, cuda: tuple[int, int]) -> str:
 def explain(
     probe: Probe,
     torches: list[tuple[str, TorchBuild]],
-    pins: dict[str, tuple[str, tuple[int, int] | None]],
+    pins: dict[str, TorchPin],
     host: Host,
     toolkit: tuple[int, int] | None = None,
     host_cudnn: str | None = None,
@@ -323,11 +448,20 @@ def explain(
         cudnn = f" and cuDNN {parse_cudnn_number(build.cudnn)}" if build.cudnn else ""
         label = f"torch {build.version} in {python}{cudnn}"
         sentences.append(explain_wheel(probe, label, build.cuda))
-    for env, (version, cuda) in pins.items():
-        if cuda is None:
-            sentences.append(f"envs' {env} pins torch {version} without a CUDA variant known here.")
+    for env, pin in pins.items():
+        label = f"envs' {env} pin torch=={pin.version}"
+        if not pin.own:  # the envs step installs the variant choose_wheel picks: judge that one
+            try:
+                choice = choose_wheel(pin.version, probe)
+            except ProvisionError as error:
+                raise ProvisionError(f"envs' {env}: {error}") from None
+            wheel = "plain PyPI's" if choice.variant == PYPI else f"the {choice.variant}"
+            label = f"{label} (the envs step installs {wheel} wheel: {choice.why})"
+            pin = TorchPin(pin.version, choice.cuda, own=False)
+        if pin.cuda is None:
+            sentences.append(f"{label} has no CUDA variant known here.")
         else:
-            sentences.append(explain_wheel(probe, f"envs' {env} pin torch=={version}", cuda))
+            sentences.append(explain_wheel(probe, label, pin.cuda))
     if toolkit or host_cudnn:
         found = [f"CUDA {toolkit[0]}.{toolkit[1]} toolkit" if toolkit else "", host_cudnn or ""]
         sentences.append(

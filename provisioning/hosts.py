@@ -23,6 +23,8 @@ USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # Debian's adduser NAME_REGEX
 GROUP_NAME = USER_NAME
 LAB_DIR = re.compile(r"/[A-Za-z0-9._/{}-]*")  # {user}: the ssh login user; nothing a shell reads
 PYTHON = re.compile(r"(/|~/)[A-Za-z0-9._/+-]*")  # ~/: the login user's home
+SLURM_CLUSTER = re.compile(r"[a-z][a-z0-9_]{0,39}")  # also names tables in slurmdbd's database
+SLURM_PARTITION = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,11 @@ class Host:
     conda_flavor: Literal["miniforge", "anaconda"] = "miniforge"  # what a fresh install gets
     conda_installer: str | None = None  # installer on this machine, uploaded (offline host)
     python: str = "~/.conda/envs/gafkd/bin/python"  # the env that runs gafkd; ~: login's home
+    queue_dir: str = "/srv/lab/.gafkd-queue"  # GPU slots shared by the group's runners
+    slurm_cluster: str = "lab"  # --slurm: ClusterName (the controller's, i.e. the first host's)
+    slurm_partition: str = "lab"  # --slurm: the one partition, holding every node
+    backend: Literal["local", "slurm"] = "local"  # what `invoke launch --host` uses by default
+    slurm: tuple[str, ...] = ()  # job settings as slurm.KEY=VALUE, from hosts.<alias>.slurm
 
 
 def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
@@ -61,6 +68,13 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
     flavor = settings.get("conda_flavor", Host.conda_flavor)
     installer = settings.get("conda_installer")
     python = settings.get("python", Host.python)
+    queue_dir = str(settings.get("queue_dir", Host.queue_dir))
+    backend = settings.get("backend", Host.backend)
+    slurm = _slurm_settings(alias, settings.get("slurm") or {})
+    if backend not in ("local", "slurm"):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.backend is {backend!r}; expected local or slurm"
+        )
     if flavor not in ("miniforge", "anaconda"):
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.conda_flavor is {flavor!r}; expected miniforge or anaconda"
@@ -74,6 +88,18 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.python is {python!r}; expected the absolute path (or one "
             "starting with ~/) of the env's python on the host, e.g. ~/.conda/envs/gafkd/bin/python"
+        )
+    cluster = settings.get("slurm_cluster", Host.slurm_cluster)
+    partition = settings.get("slurm_partition", Host.slurm_partition)
+    if not isinstance(cluster, str) or not SLURM_CLUSTER.fullmatch(cluster):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.slurm_cluster is {cluster!r}; expected a Slurm cluster "
+            "name: lower-case letters, digits and '_', starting with a letter, e.g. lab"
+        )
+    if not isinstance(partition, str) or not SLURM_PARTITION.fullmatch(partition):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.slurm_partition is {partition!r}; expected a partition "
+            "name of letters, digits, '_' or '-', e.g. lab"
         )
     for kind, name in [("group", group)] + [("user", user) for user in users]:
         if not USER_NAME.fullmatch(name):
@@ -95,6 +121,11 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
             f"invoke.yaml hosts.{alias}.lab_dir is {lab_dir!r}; expected an absolute path of "
             "letters, digits and . _ - / only, optionally with {user} for the ssh login user"
         )
+    if not LAB_DIR.fullmatch(queue_dir) or set("{}") & set(queue_dir) or not queue_dir.strip("/"):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.queue_dir is {queue_dir!r}; expected an absolute path of "
+            "letters, digits and . _ - / only (one folder for all users, so no {user})"
+        )
     for key, file in files.items():
         if file is not None and not (isinstance(file, str) and file.startswith(("/", "~"))):
             raise ProvisionError(
@@ -114,7 +145,30 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         conda_flavor=flavor,
         conda_installer=installer,
         python=python,
+        queue_dir=queue_dir.rstrip("/"),
+        slurm_cluster=cluster,
+        slurm_partition=partition,
+        backend=backend,
+        slurm=slurm,
     )
+
+
+def _slurm_settings(alias: str, table: Any) -> tuple[str, ...]:
+    """hosts.<alias>.slurm (partition, account, qos, time_min, ...) as slurm.KEY=VALUE items."""
+    from gafkd.config import ConfigError
+    from gafkd.slurm import split_options
+
+    if not isinstance(table, Mapping):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.slurm is {table!r}; expected a mapping such as "
+            "{partition: gpu, account: mylab}"
+        )
+    items = tuple(f"slurm.{key}={value}" for key, value in table.items())
+    try:
+        split_options(items)
+    except ConfigError as error:
+        raise ProvisionError(f"invoke.yaml hosts.{alias}.slurm: {error}") from None
+    return items
 
 
 def ssh_files(host: Host) -> tuple[Path, Path]:

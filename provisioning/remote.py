@@ -126,6 +126,12 @@ def ensure_project(connection: Connection, host: Host, version: str) -> str:
     return f"gafkd {version} installed from {found[2]}"
 
 
+def read_queue(connection: Connection, host: Host) -> bool:
+    """Whether the host has the run queue folder (``queue_dir``, made by the queue step)."""
+    command = shlex.join(("test", "-d", host.queue_dir))
+    return bool(connection.run(command, hide=True, warn=True, in_stream=False).ok)
+
+
 def sync(connection: Connection, host: Host, *, dry: bool, echo: Echo) -> bool:
     """The sync step of provisioning; True when the host already had this checkout."""
     outcome = run_host(connection, host, [("sync", code.ensure_code)], dry=dry, echo=echo)[0]
@@ -144,7 +150,8 @@ def launch(
     dry: bool,
     echo: Echo,
 ) -> None:
-    """Sync, check the env, then ``gafkd launch GRID OPTIONS`` there: the runner detaches.
+    """Sync, check the env, then ``gafkd launch GRID OPTIONS`` there: the runner detaches. With
+    the host's run queue folder (``queue_dir``) the runner shares the GPU slots with other users'.
 
     gafkd checks the grid, the ``--set`` keys and the dataset paths on the host and refuses before
     anything runs; its ``error:`` line comes back as a ProvisionError. ``dry`` changes nothing: it
@@ -158,7 +165,14 @@ def launch(
             return
     else:
         echo(f"{host.alias} | env | ok: {ensure_project(connection, host, version)}")
-    args = ("launch", grid, *options, *(("--dry",) if dry else ()))
+    queue = ("--queue", host.queue_dir) if read_queue(connection, host) else ()
+    if not queue:
+        echo(
+            f"{host.alias} | queue | {host.queue_dir} is missing, so these runs are not counted "
+            "against other users' runs on the GPUs; invoke provision --host "
+            f"{host.alias} --only queue makes it"
+        )
+    args = ("launch", grid, *options, *queue, *(("--dry",) if dry else ()))
     for line in gafkd(connection, host, *args, what="gafkd launch").stdout.splitlines():
         echo(f"{host.alias} | {line}")
     if not dry:

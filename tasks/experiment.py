@@ -121,6 +121,10 @@ def train(c: Context, config: str, set: list[str] | None = None) -> None:
         "retries": "how often a failing run is retried before it is marked failed",
         "root": ROOT_HELP,
         "host": HOST_HELP + "; syncs the code and installs it into the env there first",
+        "backend": "local (default) or slurm: one job array per stage (docs/scale-out.md); "
+        "with --host, the host's `backend` setting is the default",
+        "on_reboot": "resume the batch after the server reboots (an @reboot line in your crontab, "
+        "removed when the batch ends)",
     },
     iterable=["set"],
 )
@@ -136,6 +140,8 @@ def launch(
     retries: int = 2,
     root: str = ".",
     host: str = "",
+    backend: str = "",
+    on_reboot: bool = False,
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
     from gafkd import __version__
@@ -145,12 +151,15 @@ def launch(
         if host:
             if foreground:
                 raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
-            options = [f"--set={item}" for item in set or []] + [f"--retries={retries}"]
-            options += [f"--per-gpu={per_gpu}"] * bool(per_gpu) + [f"--gpus={gpus}"] * bool(gpus)
-            options += ["--resume"] * resume
             from provisioning import remote
 
             lab, connection = connect_one(c, host)
+            backend = backend or lab.backend
+            sets = [*(lab.slurm if backend == "slurm" else ()), *(set or [])]  # --set wins
+            options = [f"--set={item}" for item in sets] + [f"--retries={retries}"]
+            options += [f"--per-gpu={per_gpu}"] * bool(per_gpu) + [f"--gpus={gpus}"] * bool(gpus)
+            options += ["--resume"] * resume + [f"--backend={backend}"] * (backend == "slurm")
+            options += ["--on-reboot"] * on_reboot
             remote.launch(connection, lab, grid, options, version=__version__, dry=dry, echo=print)
             return
         gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
@@ -164,6 +173,8 @@ def launch(
             per_gpu=per_gpu or None,
             gpus=gpu_list,
             retries=retries,
+            backend=backend or "local",
+            on_reboot=on_reboot,
         )
 
 

@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
-from provisioning import code, conda, envs, gpu, power, system
+from provisioning import code, conda, envs, gpu, hostqueue, power, system
 from provisioning.core import (
     DRY_NOTE,
     Outcome,
@@ -27,11 +27,15 @@ from provisioning.core import (
     run_hosts,
 )
 from provisioning.hosts import connect, select_hosts
+from provisioning.slurm import STEPS as SLURM_STEPS
+from provisioning.slurm import run_cluster
 
 STEPS: dict[str, Step] = {  # in this order
     "system": system.check_os,
     "gpu": gpu.check_compat,
     "group": conda.ensure_group,
+    "queue": hostqueue.ensure_queue,
+    "lab-folders": hostqueue.ensure_lab_folders,
     "conda": conda.ensure_conda,
     "condarc": conda.ensure_condarc,
     "envs": envs.ensure_envs,
@@ -56,15 +60,18 @@ def run_steps(
     try:
         hosts = select_hosts(host, c.config.get("hosts") or {}, Path.home() / ".ssh" / "config")
         password = getpass(f"sudo password on {host}: ") if ask else c.config.sudo.password
-        steps = [(name, table[name]) for name in names]
-        return run_hosts(
-            hosts,
-            connect,
-            steps,
-            dry=dry,
-            echo=echo,
-            sudo_password=password,
+        steps = [(name, table[name]) for name in names if name in table]
+        outcomes = (
+            run_hosts(hosts, connect, steps, dry=dry, echo=echo, sudo_password=password)
+            if steps
+            else []
         )
+        cluster = [name for name in names if name in SLURM_STEPS]  # after the others, step-wise
+        failed = frozenset(o.host for o in outcomes if o.status == "failed")
+        return outcomes + (
+            run_cluster(hosts, connect, cluster, dry=dry, echo=echo, sudo_password=password,
+                        failed=failed) if cluster else []
+        )  # fmt: skip
     except ProvisionError as error:
         raise Exit(f"error: {error}", code=1) from None
 
@@ -90,7 +97,8 @@ def fail_on_errors(outcomes: list[Outcome]) -> None:
     help={
         "host": HOST_HELP,
         "dry": "print the plan and change nothing (later steps' plans may then be incomplete)",
-        "only": f"run this one step: {', '.join(STEPS)}",
+        "only": f"run this one step: {', '.join([*STEPS, *SLURM_STEPS])}",
+        "slurm": f"also set up Slurm (the first host is the controller): {', '.join(SLURM_STEPS)}",
         "json": "print the summary as JSON on stdout (progress lines go to stderr)",
         "ask_sudo_password": "prompt for the sudo password (default: passwordless sudo, or "
         "the sudo.password config / INVOKE_SUDO_PASSWORD)",
@@ -106,16 +114,18 @@ def provision(
     json: bool = False,
     ask_sudo_password: bool = False,
     move_conda: bool = False,
+    slurm: bool = False,
 ) -> None:
     """Check, then change, lab hosts: GPU, group, shared conda, envs, no suspend, code synced."""
-    if only and only not in STEPS:
-        raise Exit(f"error: --only {only!r} is not a step; choose one of {', '.join(STEPS)}", 1)
+    known = [*STEPS, *SLURM_STEPS]
+    if only and only not in known:
+        raise Exit(f"error: --only {only!r} is not a step; choose one of {', '.join(known)}", 1)
     stream = sys.stderr if json else sys.stdout
 
     def echo(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    names = [only] if only else list(STEPS)
+    names = [only] if only else list(STEPS) + (list(SLURM_STEPS) if slurm else [])
     outcomes = run_steps(c, host, names, dry, ask_sudo_password, echo, move_conda)
     print_report(outcomes, as_json=json, dry=dry)
     fail_on_errors(outcomes)

@@ -250,3 +250,42 @@ def test_a_gafkd_error_comes_back_as_its_one_line(tmp_path: Path) -> None:
     host = Host("local", lab_dir=str(tmp_path), python=sys.executable)
     with pytest.raises(ProvisionError, match=r"^local: unknown grid 'kd_beta'"):
         remote.gafkd(LocalConnection(), host, "launch", "kd_beta", "--dry")
+
+
+@pytest.mark.ssh
+def test_on_reboot_puts_a_cron_line_that_resumes_the_batch_then_goes_away(
+    labhost: Any, config: Path
+) -> None:
+    grid = ["--grid", "gaf_teachers", "--host", labhost.alias, "--per-gpu", "1"]
+    grid += ["--set", "dataset=watch", "--set", "seed=[0, 1]", "--set", "train.epochs=2"]
+    grid += ["--set", "student.name=[wrn16_1]"]
+    launched = invoke(config, "launch", *grid, "--on-reboot")
+    assert launched.returncode == 0, launched.stderr
+    assert "after a reboot, cron resumes it" in launched.stdout
+    (line,) = [row for row in crontab(labhost) if "gafkd-resume" in row]
+    assert line.startswith("@reboot cd /srv/lab/root/gafkd && exec ")
+    assert "gafkd launch gaf_teachers --resume --root /srv/lab/root/gafkd" in line
+    for _ in range(480):  # the "reboot" comes once the first run is done
+        shown = invoke(config, "status", "--host", labhost.alias, "--json", *grid[:2])
+        batch = json.loads(shown.stdout)[labhost.alias]["batches"][0]
+        assert not batch["counts"].get("failed"), batch
+        if batch["counts"]["done"] >= 1:
+            break
+        time.sleep(0.25)
+    assert batch["counts"]["done"] == 1, batch  # the second run is still to do
+    kill = ssh(labhost, "kill", "-KILL", str(batch["runner"]["pid"]))  # the runner we started
+    assert kill.returncode == 0, kill.stderr
+
+    # At boot, cron runs the line with /bin/sh and its own minimal environment.
+    cron_env = ["env", "-i", "HOME=/root", "LOGNAME=root", "PATH=/usr/bin:/bin", "SHELL=/bin/sh"]
+    booted = ssh(labhost, *cron_env, "/bin/sh", "-c", line.removeprefix("@reboot "))
+    assert booted.returncode == 0, booted.stderr
+    batch = wait_done(config, labhost.alias, grid="gaf_teachers")
+    assert batch["counts"]["done"] == 2, batch
+    assert not [row for row in crontab(labhost) if "gafkd-resume" in row]  # gone at the end
+
+
+def crontab(host: Any) -> list[str]:
+    listed = ssh(host, "crontab", "-l")
+    assert listed.returncode == 0 or "no crontab" in listed.stderr, listed.stderr
+    return listed.stdout.splitlines()

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 INVOKE = [sys.executable, "-m", "invoke"]
 
@@ -54,3 +56,41 @@ def test_status_json_without_batches(tmp_path: Path) -> None:
     done = invoke("status", "--json", "--root", str(tmp_path))
     assert done.returncode == 0, done.stderr
     assert '"batches": []' in done.stdout
+
+
+def test_launch_on_a_slurm_host_passes_its_settings_then_the_command_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from invoke import Context
+
+    from provisioning import remote
+    from provisioning.hosts import parse_host
+    from tasks import experiment
+
+    host = parse_host("cluster", {"backend": "slurm", "slurm": {"partition": "gpu", "cpus": 8}})
+    calls: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(experiment, "connect_one", lambda c, name: (host, None))
+    monkeypatch.setattr(
+        remote, "launch", lambda conn, lab, grid, options, **kw: calls.append((grid, options))
+    )
+    experiment.launch.body(Context(), "kd_alpha", set=["slurm.cpus=2"], host="cluster")
+    ((grid, options),) = calls
+    assert grid == "kd_alpha"
+    sets = [o for o in options if o.startswith("--set=")]
+    assert sets == ["--set=slurm.partition=gpu", "--set=slurm.cpus=8", "--set=slurm.cpus=2"]
+    assert "--backend=slurm" in options  # the host's default backend
+
+    calls.clear()
+    experiment.launch.body(Context(), "kd_alpha", host="cluster", backend="local")
+    ((_, options),) = calls
+    assert not [o for o in options if "slurm" in o]  # --backend local: no Slurm settings
+
+
+def test_a_bad_slurm_setting_in_invoke_yaml_names_the_host_and_key() -> None:
+    from provisioning.core import ProvisionError
+    from provisioning.hosts import parse_host
+
+    with pytest.raises(ProvisionError, match=r"hosts\.cluster\.slurm: .*slurm\.partion"):
+        parse_host("cluster", {"slurm": {"partion": "gpu"}})
+    with pytest.raises(ProvisionError, match=r"hosts\.cluster\.backend is 'k8s'"):
+        parse_host("cluster", {"backend": "k8s"})

@@ -89,7 +89,9 @@ def wait_for(condition: Callable[[], bool], seconds: float = 240) -> None:
 
 def test_foreground_batch_runs_teachers_before_students(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "a"
+    ctrl_c = signal.getsignal(signal.SIGINT)
     launch(str(grid_file()), [], root, foreground=True, per_gpu=2, out=io.StringIO())
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # the caller's Ctrl-C works again
     runs = state(root)["runs"]
     assert {s["status"] for s in runs.values()} == {"done"}
     assert len(runs) == 8

@@ -133,3 +133,15 @@ def test_print_plan_lists_runs_in_order() -> None:
     lines = out.getvalue().splitlines()
     assert "onto gpu0, gpu1 (4 at a time)" in lines[0]
     assert lines[1].split()[1] == "gaf_teacher/dataset-watch/seed0"
+
+
+def test_an_axis_of_bare_model_names_is_a_list_of_them() -> None:
+    runs = expand(
+        load_grid("gaf_teachers"), ["dataset=watch", "seed=[0]", "student.name=[wrn16_1, wrn28_1]"]
+    )
+    assert [run.config["student"]["name"] for run in runs] == ["wrn16_1", "wrn28_1"]
+
+
+def test_a_bad_model_name_is_refused_when_the_grid_is_planned() -> None:
+    with pytest.raises(ConfigError, match=r"model name '\[wrn16_1' must look like"):
+        expand(load_grid("gaf_teachers"), ["dataset=watch", "student.name=[wrn16_1"])

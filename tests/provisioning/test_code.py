@@ -33,8 +33,11 @@ def dry_run_key(root: Path, host: Host = LAB) -> str:
     return shlex.join((argv[0], "--dry-run", "--itemize-changes", *argv[1:]))
 
 
-def lab_host(fake, recorded, root: Path, *, folder: int = 0, rsync: int = 0, itemized: str = ""):
-    """A fake host where alice logs in; ``folder``/``rsync``: exit codes of their checks."""
+def lab_host(
+    fake, recorded, root: Path, *, folder: int = 0, rsync: int = 0, itemized: str = "", lab: int = 1
+):
+    """A fake host where alice logs in; ``folder``/``rsync``/``lab`` (is /srv/lab writable):
+    exit codes of their checks."""
     local = {
         f"git -C {root} ls-files -z -co --exclude-standard": (
             recorded("git-ls-files", "checkout"),
@@ -45,6 +48,10 @@ def lab_host(fake, recorded, root: Path, *, folder: int = 0, rsync: int = 0, ite
     }
     replies = {
         "id -un": ("alice\n", 0),
+        "id -u": ("1001\n", 0),
+        "test -d /srv/lab/alice": ("", 1),
+        "test -d /srv/lab": ("", 0),
+        "test -w /srv/lab": ("", lab),
         f"test -d {FOLDER}": ("", folder),
         f"test -w {FOLDER}": ("", 0),
         "rsync --version": ("rsync  version 3.2.7  protocol version 31\n", rsync),
@@ -113,6 +120,16 @@ def test_a_fresh_host_gets_the_folder_then_every_file(fake, recorded, checkout) 
     ]
     assert reason == f"the 5 project files in {FOLDER} match this checkout (rsync)"
     assert str(commands[1]).startswith("local: rsync --links")
+
+
+def test_a_folder_the_user_may_create_is_made_without_sudo(fake, recorded, checkout) -> None:
+    connection = lab_host(fake, recorded, checkout, folder=1, lab=0)  # like a cluster's scratch
+    commands, _ = plan(code.ensure_code, connection, LAB)
+    assert commands[0] == Command(
+        ("mkdir", "-p", "-m", "0755", "--", FOLDER),
+        sudo=False,
+        why=f"the lab folder {FOLDER} is missing: create it for alice",
+    )
 
 
 def test_only_changed_files_are_named_when_the_folder_exists(fake, recorded, checkout) -> None:

@@ -16,7 +16,7 @@ import pytest
 from invoke.exceptions import UnexpectedExit
 from invoke.runners import Result
 
-from provisioning import conda, envs
+from provisioning import conda, envs, gpu
 from provisioning.conda import ANACONDA_NOTE, Account, Install
 from provisioning.core import (
     STDIN,
@@ -430,10 +430,22 @@ SHARED_YML = f"{envs.ENV_FILES_DIR}/gafkd.yml"
 SHA = envs.parse_env_file(GAFKD_YML, "envs/gafkd.yml").sha256
 
 
-def envs_host(users=("alice", "bob"), shared: bool = True, **kwargs: Any) -> CondaHost:
+NO_GPU = "pypi: no NVIDIA driver on the host, so plain PyPI as pinned"
+
+
+def probe_replies(case: str) -> dict[str, tuple[str, int]]:
+    """The NVML probe's output (outputs/nvml-probe/<case>), in whichever mktemp -d folder."""
+    return {f"python3 -E -s /tmp/tmp.fake{n}/nvml_probe.py": (output("nvml-probe", case), 0)
+            for n in range(1, 40)}  # fmt: skip
+
+
+def envs_host(
+    users=("alice", "bob"), shared: bool = True, probe: str = "no-driver", **kwargs: Any
+) -> CondaHost:
     stats, replies = conda_at("/opt/conda", "miniforge")
     connection = CondaHost(stats={**stats, **kwargs.pop("stats", {})},
-                           replies={**replies, **getent(users)}, **kwargs)  # fmt: skip
+                           replies={**replies, **getent(users), **probe_replies(probe)},
+                           **kwargs)  # fmt: skip
     if shared:
         connection.files[SHARED_YML] = GAFKD_YML
     return connection
@@ -445,7 +457,7 @@ def built(connection: CondaHost, user: str, stamp: str = SHA) -> None:
     connection.files[f"{path}/{STAMP}"] = stamp + "\n"
 
 
-def env_commands(user: str, gid: int, verb: str, why: str) -> list[Command]:
+def env_commands(user: str, gid: int, verb: str, why: str, sha: str = SHA) -> list[Command]:
     path = f"/home/{user}/.conda/envs/gafkd"
     prune = ("--prune",) if verb == "update" else ()
     return [
@@ -453,12 +465,17 @@ def env_commands(user: str, gid: int, verb: str, why: str) -> list[Command]:
              "/opt/conda/bin/conda", "env", verb, "-f", SHARED_YML, "-p", path, *prune,
              why=f"{why}: {verb} it as {user}"),
         sudo("install", "-o", user, "-g", str(gid), "-m", "0644", STDIN, f"{path}/{STAMP}",
-             why="remember the env file it was built from", stdin=SHA + "\n"),
+             why="remember the env file it was built from", stdin=sha + "\n"),
         sudo("chmod", "-R", "go-w", path, why=f"only {user} may write {user}'s gafkd"),
     ]  # fmt: skip
 
 
-ENVS_REASON = "envs gafkd are current, owned by each user and not writable by others (alice, bob)"
+def envs_reason(torch: str = NO_GPU) -> str:
+    return (f"envs gafkd are current (gafkd torch {torch}), owned by each user and not writable "
+            "by others (alice, bob)")  # fmt: skip
+
+
+ENVS_REASON = envs_reason()
 TWO = Host("lab", users=("alice", "bob"))
 
 
@@ -466,7 +483,7 @@ def test_each_user_gets_the_env_created_as_themselves() -> None:
     connection = envs_host(shared=False)
     commands, _ = plan(envs.ensure_envs, connection, TWO)
     assert commands == [
-        write_file(SHARED_YML, GAFKD_YML, why="the host's copy of gafkd.yml"),
+        write_file(SHARED_YML, GAFKD_YML, why=f"the host's copy of gafkd.yml, torch {NO_GPU}"),
         *env_commands("alice", 1001, "create", "alice's gafkd is missing"),
         *env_commands("bob", 1003, "create", "bob's gafkd is missing"),
     ]
@@ -541,3 +558,131 @@ def test_envs_for_an_unknown_user_stop_with_the_fix() -> None:
     connection = envs_host()
     with pytest.raises(ProvisionError, match="users mallory do not exist"):
         plan(envs.ensure_envs, connection, Host("lab", users=("mallory",)))
+
+
+# --- envs: torch's wheel variant for the host's driver ------------------------------------------
+
+CU126_YML = envs.parse_host_text(GAFKD_YML, "cu126")
+CU126_SHA = envs.digest(CU126_YML)
+CU126 = "cu126: driver 560.35.03 is below cu130's 580.65.06"
+
+
+def test_the_lab_rtx3080_on_driver_560_gets_torch_from_the_cu126_index() -> None:
+    connection = envs_host(users=("alice",), shared=False, probe="rtx3080")
+    commands, _ = plan(envs.ensure_envs, connection, LAB)
+    assert commands == [
+        write_file(SHARED_YML, CU126_YML, why=f"the host's copy of gafkd.yml, torch {CU126}"),
+        *env_commands("alice", 1001, "create", "alice's gafkd is missing", sha=CU126_SHA),
+    ]
+    pins = "      - --extra-index-url https://download.pytorch.org/whl/cu126\n" \
+           "      - torch==2.13.0+cu126\n"  # fmt: skip
+    assert pins in CU126_YML
+    assert CU126_YML.endswith(GAFKD_YML.split("      - torch==2.13.0\n")[1])  # the rest as is
+    assert envs.parse_env_file(CU126_YML, "host copy").name == "gafkd"
+    assert gpu.parse_env_torch(CU126_YML) == gpu.TorchPin("2.13.0", (12, 6), own=True)
+
+
+def test_a_data_centre_card_on_driver_580_keeps_plain_pypi() -> None:
+    connection = envs_host(users=("alice",), shared=False, probe="h100-580")
+    commands, _ = plan(envs.ensure_envs, connection, LAB)
+    why = "the host's copy of gafkd.yml, torch pypi: plain PyPI's cu130 suits driver 580.95.05"
+    assert commands[0] == write_file(SHARED_YML, GAFKD_YML, why=why)
+    assert commands[2].stdin == SHA + "\n"
+
+
+def test_a_pre_turing_gpu_on_driver_580_gets_cu126_since_cuda_13_wheels_lack_it() -> None:
+    connection = envs_host(users=("alice",), shared=False, probe="v100-580")
+    commands, _ = plan(envs.ensure_envs, connection, LAB)
+    why = "torch cu126: cu130 has no kernels for Tesla V100-SXM2-16GB (7.0)"
+    assert commands[0] == write_file(
+        SHARED_YML, CU126_YML, why=f"the host's copy of gafkd.yml, {why}"
+    )
+
+
+def test_driver_470_stops_the_step_naming_the_minimum_driver_before_anything_changes() -> None:
+    connection = envs_host(users=("alice",), shared=False, probe="rtx3080-470")
+    with pytest.raises(ProvisionError) as error:
+        plan(envs.ensure_envs, connection, LAB)
+    message = str(error.value)
+    assert message.startswith("gafkd.yml: torch 2.13.0 has stable wheels for cu126 and cu130 only")
+    assert "It needs driver >= 560.28.03 (cu126)" in message
+    assert SHARED_YML not in connection.files
+
+
+def test_an_env_file_with_its_own_index_is_copied_as_it_is_without_a_probe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = GAFKD_YML.replace(
+        "      - torch==2.13.0\n",
+        "      - --index-url https://download.pytorch.org/whl/cu130\n      - torch==2.13.0\n",
+    )
+    (tmp_path / "gafkd.yml").write_text(own)
+    monkeypatch.setattr(envs, "ENVS_DIR", tmp_path)
+    connection = envs_host(users=("alice",), shared=False, probe="rtx3080")
+    commands, reason = plan(envs.ensure_envs, connection, LAB)
+    assert commands[0] == write_file(SHARED_YML, own, why="the host's copy of gafkd.yml")
+    assert commands[2].stdin == envs.digest(own) + "\n"
+    assert not [c for c in connection.ran if "nvml_probe" in c]
+    assert "torch" not in reason
+
+
+def test_the_lab_env_is_built_then_a_second_run_plans_nothing() -> None:
+    connection = envs_host(users=("alice",), shared=False, probe="rtx3080")
+    create = env_commands("alice", 1001, "create", "", sha=CU126_SHA)[0]
+    conda_meta = f"{ALICE_ENV}/conda-meta"
+    connection.hooks[shlex.join(create.argv)] = lambda: connection.stats.update(
+        {conda_meta: "alice alice 755"}
+    )
+    connection.replies[shlex.join(("chmod", "-R", "go-w", ALICE_ENV))] = ("", 0)
+    answer = connection.answer
+
+    def install_stamp(argv: list[str]) -> tuple[str, str, int]:  # install -o U -g G -m M SRC DST
+        if argv[3:5] == ["install", "-o"]:
+            connection.files[argv[-1]] = connection.files[argv[-2]]
+            return "", "", 0
+        return answer(argv)
+
+    connection.answer = install_stamp  # type: ignore[method-assign]
+    first = run_host(connection, LAB, [("envs", envs.ensure_envs)], dry=False, echo=print)
+    assert [(o.status, o.detail) for o in first] == [("changed", "applied 4, verified")]
+    assert connection.files[SHARED_YML] == CU126_YML
+    assert connection.files[f"{ALICE_ENV}/{STAMP}"] == CU126_SHA + "\n"
+    again = run_host(connection, LAB, [("envs", envs.ensure_envs)], dry=False, echo=print)
+    assert [(o.status, o.detail) for o in again] == [
+        ("ok", f"envs gafkd are current (gafkd torch {CU126}), owned by each user and not "
+               "writable by others (alice)")
+    ]  # fmt: skip
+
+
+def test_a_driver_upgrade_moves_a_cu126_env_to_plain_pypi_dropping_the_old_torch() -> None:
+    connection = envs_host(users=("alice",), shared=False, probe="h100-580")
+    connection.files[SHARED_YML] = CU126_YML
+    built(connection, "alice", stamp=CU126_SHA)
+    commands, _ = plan(envs.ensure_envs, connection, LAB)
+    why = "alice's gafkd has torch cu126, this host now gets pypi"
+    assert commands == [
+        write_file(SHARED_YML, GAFKD_YML, why="the host's copy of gafkd.yml, torch pypi: plain "
+                   "PyPI's cu130 suits driver 580.95.05"),
+        sudo(*envs.as_user(Account("alice", 1001, "/home/alice"), f"{ALICE_ENV}/bin/python",
+                           "-m", "pip", "uninstall", "-y", "torch"),
+             why="drop alice's gafkd's torch cu126 first"),
+        *env_commands("alice", 1001, "update", why),
+    ]  # fmt: skip
+
+
+def test_a_driver_upgrade_that_keeps_the_variant_plans_nothing() -> None:
+    connection = envs_host(users=("alice",), probe="h100")  # driver 570: still cu126
+    connection.files[SHARED_YML] = CU126_YML
+    built(connection, "alice", stamp=CU126_SHA)
+    commands, reason = plan(envs.ensure_envs, connection, LAB)
+    assert commands == []
+    assert "gafkd torch cu126: driver 570.124.06 is below cu130's 580.65.06" in reason
+
+
+@pytest.mark.parametrize("case", ["rtx3080", "h100", "h100-580", "v100-580"])
+def test_doctor_names_the_variant_the_envs_step_installs(case: str) -> None:
+    probe = gpu.parse_probe(output("nvml-probe", case))
+    env = envs.parse_host_env(envs.read_env_files(envs.ENVS_DIR)[0], probe)
+    verdict = gpu.explain(probe, [], gpu.read_env_pins(envs.ENVS_DIR), Host("lab"))
+    wheel = "plain PyPI's" if env.variant == "pypi" else f"the {env.variant}"
+    assert f"(the envs step installs {wheel} wheel: {env.why})" in verdict

@@ -1,9 +1,13 @@
-"""GPU stack check: parsers on recorded outputs, the verdict, and the read-only step."""
+"""GPU stack check: parsers on recorded outputs, the wheel choice, the verdict, the read-only step.
+
+outputs/nvml-probe/{h100-580,v100-580,rtx3080-470}.txt were written for these tests in the
+probe's format (driver versions from NVIDIA's release tables), not captured from a host: a
+data-centre card on an R580 driver, a pre-Turing card on R580, and the lab's card on R470.
+"""
 
 from __future__ import annotations
 
 import importlib.util
-import re
 import shlex
 import shutil
 import subprocess
@@ -14,7 +18,7 @@ import pytest
 
 from provisioning import gpu, nvml_probe
 from provisioning.core import ProvisionError, SkipStep, plan
-from provisioning.gpu import Gpu, Probe, TorchBuild
+from provisioning.gpu import Gpu, Probe, TorchBuild, TorchPin, WheelChoice
 from provisioning.hosts import Host
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,11 +123,18 @@ def test_parse_recommended_driver(recorded) -> None:
 @pytest.mark.parametrize(
     ("pip_lines", "pin"),
     [
-        ("      - torch==2.13.0\n", ("2.13.0", (13, 0))),  # PyPI's default variant
-        ("      - torch==2.3.0+cu121\n", ("2.3.0", (12, 1))),
+        ("      - torch==2.13.0\n", TorchPin("2.13.0", None, own=False)),  # provisioning picks
+        ("      - torch==2.3.0+cu121\n", TorchPin("2.3.0", (12, 1), own=True)),
         ("      - --index-url https://download.pytorch.org/whl/cu126\n      - torch==2.13.0\n",
-         ("2.13.0", (12, 6))),
-        ("      - torch==2.10.0\n", ("2.10.0", None)),  # variant not known here
+         TorchPin("2.13.0", (12, 6), own=True)),
+        ("      - --extra-index-url https://download.pytorch.org/whl/cu126/\n"
+         "      - torch==2.13.0+cu126\n", TorchPin("2.13.0", (12, 6), own=True)),
+        ("      - --index-url https://download.pytorch.org/whl/cpu\n      - torch==2.13.0\n",
+         TorchPin("2.13.0", None, own=True)),
+        ("      - -i https://mirror.example/simple\n      - torch==2.13.0\n",
+         TorchPin("2.13.0", (13, 0), own=True)),  # a mirror of PyPI: PyPI's default variant
+        ("      - --index-url https://mirror.example/simple\n      - torch==2.10.0\n",
+         TorchPin("2.10.0", None, own=True)),  # PyPI's variant of 2.10 is not known here
         ("      - numpy\n", None),
     ],
 )  # fmt: skip
@@ -132,8 +143,91 @@ def test_parse_env_torch(pip_lines, pin) -> None:
     assert gpu.parse_env_torch(text) == pin
 
 
-def test_the_project_env_pins_a_cuda_13_wheel() -> None:
-    assert gpu.read_env_pins(ROOT / "envs") == {"gafkd": ("2.13.0", (13, 0))}
+def test_the_project_env_pins_torch_without_an_index_so_provisioning_picks_the_variant() -> None:
+    assert gpu.read_env_pins(ROOT / "envs") == {"gafkd": TorchPin("2.13.0", None, own=False)}
+
+
+# --- the wheel variant for a host ----------------------------------------------------------------
+
+
+def gpus(driver: str, *capabilities: tuple[int, int] | None) -> Probe:
+    cards = (Gpu(i, f"GPU{i}", 8 << 30, True, c) for i, c in enumerate(capabilities))
+    return Probe(driver, (12, 0), tuple(cards))
+
+
+@pytest.mark.parametrize(
+    ("case", "choice"),
+    [
+        ("rtx3080", WheelChoice("cu126", (12, 6), "driver 560.35.03 is below cu130's 580.65.06")),
+        ("h100", WheelChoice("cu126", (12, 6), "driver 570.124.06 is below cu130's 580.65.06")),
+        ("h100-580", WheelChoice("pypi", (13, 0), "plain PyPI's cu130 suits driver 580.95.05")),
+        ("v100-580", WheelChoice("cu126", (12, 6),
+                                 "cu130 has no kernels for Tesla V100-SXM2-16GB (7.0)")),
+    ],
+)  # fmt: skip
+def test_choose_wheel_picks_the_newest_stable_variant_the_recorded_host_runs(
+    recorded, case, choice
+) -> None:
+    assert gpu.choose_wheel("2.13.0", gpu.parse_probe(recorded("nvml-probe", case))) == choice
+
+
+@pytest.mark.parametrize(
+    ("torch", "probe", "variant", "why"),
+    [
+        ("2.14.0", gpus("585.05.10", (8, 6)), "cu130",
+         "driver 585.05.10 is below cu132's 595.45.04"),
+        ("2.14.0", gpus("595.45.04", (8, 6)), "pypi", "plain PyPI's cu132 suits driver 595.45.04"),
+        ("2.9.1", gpus("570.26", (8, 9)), "pypi", "plain PyPI's cu128 suits driver 570.26"),
+        ("2.9.1", gpus("560.28.03", (8, 9)), "cu126", "driver 560.28.03 is below cu128's 570.26"),
+        ("2.11.0", gpus("590.44.01", (8, 6)), "cu130",
+         "plain PyPI's variant of torch 2.11.0 is not known here"),
+        ("2.13.0", gpus("580.65.06", (12, 0), None), "pypi", "plain PyPI's cu130 suits driver "
+         "580.65.06"),  # Blackwell: CUDA 13 only; a GPU without a reported capability: no limit
+        ("2.13.0", None, "pypi", "no NVIDIA driver on the host, so plain PyPI as pinned"),
+        ("2.99.0", gpus("560.35.03", (8, 6)), "pypi",
+         "torch 2.99.0's CUDA variants are not in this check's table: plain PyPI as pinned"),
+    ],
+)  # fmt: skip
+def test_choose_wheel_follows_the_release_table(torch, probe, variant, why) -> None:
+    choice = gpu.choose_wheel(torch, probe)
+    assert (choice.variant, choice.why) == (variant, why)
+
+
+def test_cu126_is_picked_only_from_its_table_3_minimum_not_the_minor_compat_floor() -> None:
+    assert gpu.choose_wheel("2.13.0", gpus("560.28.03", (8, 6))).variant == "cu126"
+    with pytest.raises(ProvisionError) as error:
+        gpu.choose_wheel("2.13.0", gpus("550.54.15", (8, 6)))
+    message = str(error.value)
+    assert message.startswith("torch 2.13.0 has stable wheels for cu126 and cu130 only, and none")
+    assert "driver 550.54.15 is below cu126's 560.28.03" in message
+    assert "It needs driver >= 560.28.03 (cu126)" in message
+    assert "minor-version compatibility (>= 525.60.13" in message  # and how to accept that
+    index = "`--extra-index-url https://download.pytorch.org/whl/cu126`"
+    assert f"torch==2.13.0+cu126 with {index} in the env file" in message
+    assert "\n" not in message
+
+
+def test_no_wheel_for_driver_470_names_the_minimum_driver(recorded) -> None:
+    with pytest.raises(ProvisionError) as error:
+        gpu.choose_wheel("2.13.0", gpu.parse_probe(recorded("nvml-probe", "rtx3080-470")))
+    message = str(error.value)
+    assert "driver 470.256.02 is below cu130's 580.65.06" in message
+    assert "It needs driver >= 560.28.03 (cu126): upgrade the driver by hand" in message
+    assert "minor-version compatibility" not in message  # 470 is below CUDA 12's floor too
+
+
+def test_a_blackwell_gpu_on_driver_570_needs_the_cuda_13_driver() -> None:
+    with pytest.raises(ProvisionError) as error:
+        gpu.choose_wheel("2.13.0", gpus("570.124.06", (12, 0)))
+    assert "cu126 has no kernels for GPU0 (12.0)" in str(error.value)
+    assert "It needs driver >= 580.65.06 (cu130)" in str(error.value)
+
+
+def test_a_gpu_no_variant_covers_asks_for_an_older_torch() -> None:
+    with pytest.raises(
+        ProvisionError, match="Pin an older torch in envs/ whose wheels still cover"
+    ):
+        gpu.choose_wheel("2.13.0", gpus("580.95.05", (3, 7)))  # Kepler
 
 
 # --- the verdict ---------------------------------------------------------------------------------
@@ -150,9 +244,10 @@ def test_driver_560_runs_torch_cu121_whatever_the_system_toolkit() -> None:
     assert "\n" not in text
 
 
-def test_driver_560_refuses_the_cuda_13_wheel_with_found_required_and_remedy() -> None:
+def test_driver_560_refuses_a_cuda_13_wheel_the_env_file_fixes_itself() -> None:
+    own = TorchPin("2.13.0", (13, 0), own=True)  # e.g. its own --index-url .../cu130
     with pytest.raises(ProvisionError) as error:
-        gpu.explain(RTX3080, [], {"gafkd": ("2.13.0", (13, 0))}, LAB)
+        gpu.explain(RTX3080, [], {"gafkd": own}, LAB)
     message = str(error.value)
     assert "driver 560.35.03 runs CUDA <= 12.6" in message
     assert "needs driver >= 580.65.06" in message
@@ -160,14 +255,15 @@ def test_driver_560_refuses_the_cuda_13_wheel_with_found_required_and_remedy() -
 
 
 def test_a_newer_minor_wheel_runs_under_minor_version_compatibility() -> None:
-    text = gpu.explain(RTX3080, [], {"gafkd": ("2.9.0", (12, 8))}, LAB)
+    text = gpu.explain(RTX3080, [], {"gafkd": TorchPin("2.9.0", (12, 8), own=True)}, LAB)
     assert "minor-version compatibility" in text
     assert "driver >= 570.26 is the safe target" in text
 
 
 def test_h100_on_driver_570_runs_cu128(recorded) -> None:
     probe = gpu.parse_probe(recorded("nvml-probe", "h100"))
-    text = gpu.explain(probe, [], {"gafkd": ("2.9.0", (12, 8))}, Host("dgx", expected_gpus=2))
+    pins = {"gafkd": TorchPin("2.9.0", (12, 8), own=True)}
+    text = gpu.explain(probe, [], pins, Host("dgx", expected_gpus=2))
     assert text.startswith("2 x NVIDIA H100 80GB HBM3 on driver 570.124.06")
     assert "Persistence mode" not in text
 
@@ -182,7 +278,7 @@ def test_cuda_13_wheels_refuse_pre_turing_gpus() -> None:
         "580.95.05", (13, 0), (Gpu(0, "NVIDIA GeForce GTX 1080", 8 << 30, False, (6, 1)),)
     )
     with pytest.raises(ProvisionError, match=r"compute capability >= 7\.5"):
-        gpu.explain(pascal, [], {"gafkd": ("2.13.0", (13, 0))}, LAB)
+        gpu.explain(pascal, [], {"gafkd": TorchPin("2.13.0", (13, 0), own=True)}, LAB)
 
 
 def test_a_different_recommended_driver_is_shown_with_its_risks() -> None:
@@ -263,9 +359,35 @@ def test_a_prefix_with_metacharacters_reaches_the_host_as_one_argument(fake, rec
     assert shlex.split(connection.ran[-1]) == ["test", "-x", f"{prefix}/envs/gafkd/bin/python"]
 
 
-def test_the_lab_driver_cannot_run_the_projects_pinned_torch(fake, recorded) -> None:
-    connection = fake(lab_host_replies(recorded))  # envs/gafkd.yml: torch==2.13.0 from PyPI
+def test_doctor_on_the_lab_server_says_the_env_gets_the_cu126_wheel_and_it_is_fine(
+    fake, recorded
+) -> None:
+    connection = fake(lab_host_replies(recorded))  # envs/gafkd.yml: torch==2.13.0, no index
+    commands, reason = plan(gpu.check_compat, connection, LAB)
+    assert commands == []
+    assert (
+        "envs' gafkd pin torch==2.13.0 (the envs step installs the cu126 wheel: driver 560.35.03 "
+        "is below cu130's 580.65.06) bundles CUDA 12.6, so only the driver matters, and it is new "
+        "enough." in reason
+    )
+    assert "580.65.06 is the safe target" not in reason
+
+
+def test_doctor_on_a_data_centre_card_with_driver_580_keeps_plain_pypi(fake, recorded) -> None:
+    connection = fake(lab_host_replies(recorded, probe="h100-580"))
+    _, reason = plan(gpu.check_compat, connection, Host("dgx", expected_gpus=2))
+    assert (
+        "envs' gafkd pin torch==2.13.0 (the envs step installs plain PyPI's wheel: plain PyPI's "
+        "cu130 suits driver 580.95.05) bundles CUDA 13.0, so only the driver matters" in reason
+    )
+
+
+def test_doctor_on_driver_470_fails_naming_the_driver_the_projects_torch_needs(
+    fake, recorded
+) -> None:
+    connection = fake(lab_host_replies(recorded, probe="rtx3080-470"))
     with pytest.raises(
-        ProvisionError, match=re.escape("envs' gafkd pin torch==2.13.0 is built for CUDA 13.0")
+        ProvisionError,
+        match=r"^envs. gafkd: torch 2\.13\.0 .* It needs driver >= 560\.28\.03 \(cu126\)",
     ):
         plan(gpu.check_compat, connection, LAB)

@@ -6,6 +6,8 @@ Built once per machine with debootstrap (about a minute) and cached in ``$GAFKD_
 and its hostname exist only for that daemon and vanish with it, so nothing stays mounted here.
 Whatever is missing (root, debootstrap, a Debian mirror, unshare) becomes `Unavailable`, which
 the fixture turns into a skip with that reason. docs/development.md, "Test host", has the rest.
+`bring_up_hosts` brings up several at once (orchestration.md A.4): each its own copy (so its own
+lab folders), loopback address and hostname, all in one ssh_config and known_hosts.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ALIAS = "testhost"
 ADDRESS = "127.0.0.2"  # loopback only; any 127.x.y.z works on Linux without configuration
+TWO_HOSTS = ((ALIAS, ADDRESS), ("testhost2", "127.0.0.3"))  # (alias and hostname, address)
 SUITE = "bookworm"
-PACKAGES = "openssh-server,sudo,rsync,systemd,python3,ca-certificates,procps"
+PACKAGES = "openssh-server,sudo,rsync,systemd,python3,ca-certificates,procps,cron"
 SUDO_USER, SUDO_PASSWORD = "labadmin", "lab-sudo-password"  # sudo with a password
 LAB_USERS = ("alice", "bob")  # lab members with accounts on the host, for the group step
 SSHD_CONFIG = "/etc/ssh/gafkd_sshd_config"  # inside the host
@@ -57,11 +60,22 @@ class SshHost:
     identity: Path
     sudo_password: str = SUDO_PASSWORD  # of ALIAS-sudo's user
     users: tuple[str, ...] = LAB_USERS  # accounts on the host, not yet in any lab group
+    address: str = ADDRESS  # the loopback address its sshd listens on
 
     def settings(self, **extra: object) -> dict[str, object]:
         """An invoke.yaml ``hosts:`` entry for this host, plus ``extra`` settings."""
         files = {"ssh_config": str(self.ssh_config), "known_hosts": str(self.known_hosts)}
         return {**files, **extra}
+
+    def login(self, user: str) -> str:
+        """Let ``user`` (an account on the host) log in with this session's key; returns their
+        Host block, ``<alias>-<user>``, for an ssh_config."""
+        public_key = self.identity.with_suffix(".pub").read_text()
+        install_key(self.root, f"/home/{user}", user, public_key)
+        run(["chroot", str(self.root), "usermod", "-p", "*", user])  # no password, not locked:
+        # without PAM, sshd refuses any login, keys included, to an account locked with "!"
+        alias = f"{self.alias}-{user}"
+        return host_block(alias, self.address, self.port, user, self.identity, self.known_hosts)
 
     def inside(self, *argv: str) -> subprocess.CompletedProcess[str]:
         """Run a command inside the host's root filesystem (to verify from inside)."""
@@ -172,17 +186,17 @@ def build_root(cache: Path) -> Path:
     return root
 
 
-def free_port() -> int:
-    """22 when it is free on ADDRESS, else a free port there."""
+def free_port(address: str = ADDRESS) -> int:
+    """22 when it is free on ``address``, else a free port there."""
     for port in (22, 0):
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as sshd does
             try:
-                probe.bind((ADDRESS, port))
+                probe.bind((address, port))
             except OSError:
                 continue
             return int(probe.getsockname()[1])
-    raise Unavailable(f"cannot bind any port on {ADDRESS}")
+    raise Unavailable(f"cannot bind any port on {address}")
 
 
 def install_key(root: Path, home: str, owner: str, public_key: str) -> None:
@@ -193,33 +207,40 @@ def install_key(root: Path, home: str, owner: str, public_key: str) -> None:
     run(["chroot", str(root), "chown", "-R", f"{owner}:", f"{home}/.ssh"])
 
 
-def sshd_config(port: int) -> str:
+def sshd_config(port: int, address: str = ADDRESS) -> str:
     return (
-        f"ListenAddress {ADDRESS}\nPort {port}\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
+        f"ListenAddress {address}\nPort {port}\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
         f"PidFile {PID_FILE}\nPermitRootLogin prohibit-password\nPubkeyAuthentication yes\n"
         "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nPrintMotd no\n"
         "Subsystem sftp internal-sftp\nLogLevel INFO\n"
     )
 
 
-def ssh_config(port: int, identity: Path, known_hosts: Path) -> str:
-    blocks = []
-    for alias, user in ((ALIAS, "root"), (f"{ALIAS}-sudo", SUDO_USER)):
-        blocks.append(
-            f"Host {alias}\n    HostName {ADDRESS}\n    Port {port}\n    User {user}\n"
-            f"    IdentityFile {identity}\n    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {known_hosts}\n    StrictHostKeyChecking yes\n"
-        )
+def host_block(
+    alias: str, address: str, port: int, user: str, identity: Path, known_hosts: Path
+) -> str:
+    return (
+        f"Host {alias}\n    HostName {address}\n    Port {port}\n    User {user}\n"
+        f"    IdentityFile {identity}\n    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {known_hosts}\n    StrictHostKeyChecking yes\n"
+    )
+
+
+def ssh_config(
+    port: int, identity: Path, known_hosts: Path, alias: str = ALIAS, address: str = ADDRESS
+) -> str:
+    logins = ((alias, "root"), (f"{alias}-sudo", SUDO_USER))
+    blocks = [host_block(name, address, port, user, identity, known_hosts) for name, user in logins]
     return "\n".join(blocks)
 
 
-def start(root: Path, state: Path) -> SshHost:
+def start(root: Path, state: Path, alias: str = ALIAS, address: str = ADDRESS) -> SshHost:
     """Keys, configs and sshd for a fresh copy ``root``; the client's files go to ``state``."""
     for tool in ("ssh", "ssh-keygen", "ssh-keyscan"):
         if shutil.which(tool) is None:
             raise Unavailable(f"{tool} is missing here (apt-get install openssh-client)")
-    port, identity, known_hosts = free_port(), state / "id_ed25519", state / "known_hosts"
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", ALIAS, "-f", str(identity)])
+    port, identity, known_hosts = free_port(address), state / "id_ed25519", state / "known_hosts"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", alias, "-f", str(identity)])
     public_key = identity.with_suffix(".pub").read_text()
     install_key(root, "/root", "root", public_key)
     install_key(root, f"/home/{SUDO_USER}", SUDO_USER, public_key)
@@ -228,28 +249,28 @@ def start(root: Path, state: Path) -> SshHost:
     host_key = "/etc/ssh/ssh_host_ed25519_key"
     run(["chroot", str(root), "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key])
     (root / "run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    (root / "etc/hostname").write_text(f"{ALIAS}\n")
+    (root / "etc/hostname").write_text(f"{alias}\n")
     with (root / "etc/hosts").open("a") as hosts:
-        hosts.write(f"127.0.1.1\t{ALIAS}\n")  # sudo resolves the host name
-    (root / SSHD_CONFIG.lstrip("/")).write_text(sshd_config(port))
+        hosts.write(f"127.0.1.1\t{alias}\n")  # sudo resolves the host name
+    (root / SSHD_CONFIG.lstrip("/")).write_text(sshd_config(port, address))
     run(["chroot", str(root), "/usr/sbin/sshd", "-t", "-f", SSHD_CONFIG])
     launch = ["unshare", "--mount", "--uts", "--propagation", "private", "--", "sh", "-c"]
-    run([*launch, LAUNCH, "sh", str(root), SSHD_CONFIG, ALIAS, SSHD_LOG], timeout=30)
-    scan = ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), ADDRESS]
+    run([*launch, LAUNCH, "sh", str(root), SSHD_CONFIG, alias, SSHD_LOG], timeout=30)
+    scan = ["ssh-keyscan", "-T", "2", "-t", "ed25519", "-p", str(port), address]
     for _ in range(50):  # sshd listens before it forks, so the first try normally answers
         keys = run(scan, check=False).stdout
         if keys.strip():
             break
         time.sleep(0.1)
     else:
-        raise Unavailable(f"sshd on {ADDRESS}:{port} did not answer: {log_tail(root)}")
+        raise Unavailable(f"sshd on {address}:{port} did not answer: {log_tail(root)}")
     known_hosts.write_text(keys)
     config = state / "ssh_config"
-    config.write_text(ssh_config(port, identity, known_hosts))
-    login = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", ALIAS, "true"], check=False)
+    config.write_text(ssh_config(port, identity, known_hosts, alias, address))
+    login = run(["ssh", "-F", str(config), "-o", "BatchMode=yes", alias, "true"], check=False)
     if login.returncode != 0:
         raise Unavailable(f"ssh login to the test host failed: {login.stderr.strip()}")
-    return SshHost(ALIAS, root, port, config, known_hosts, identity)
+    return SshHost(alias, root, port, config, known_hosts, identity, address=address)
 
 
 def log_tail(root: Path) -> str:
@@ -303,10 +324,13 @@ def clean_stale(hosts: Path) -> None:
             stop(copy)
 
 
-def bring_up(state: Path, name: str = "") -> Iterator[SshHost]:
+def bring_up(
+    state: Path, name: str = "", alias: str = ALIAS, address: str = ADDRESS
+) -> Iterator[SshHost]:
     """Build (once), copy, start; yield the running host; stop it and remove the copy.
 
-    ``name`` tells apart several hosts of one test session (each its own copy and port).
+    ``name`` tells apart several hosts of one test session (each its own copy and port);
+    ``alias`` is its ssh alias and hostname, ``address`` the loopback address it listens on.
     """
     if os.geteuid() != 0:
         raise Unavailable("the test host needs root (debootstrap, chroot, unshare)")
@@ -317,9 +341,37 @@ def bring_up(state: Path, name: str = "") -> Iterator[SshHost]:
         with locked(cache / "lock"):
             clean_stale(cache / "hosts")
             run(["cp", "-a", "--", str(build_root(cache)), str(copy)])
-        yield start(copy, state)
+        yield start(copy, state, alias, address)
     finally:
         stop(copy)
+
+
+def bring_up_hosts(
+    state: Path, hosts: Sequence[tuple[str, str]] = TWO_HOSTS, name: str = "hosts"
+) -> Iterator[list[SshHost]]:
+    """Several test hosts, each with its own copy (and so its own lab folders), loopback address
+    and hostname; yields them, each naming one ssh_config and one known_hosts for them all.
+
+    ``hosts`` is (alias, address) pairs; ``name`` tells this group apart from other hosts of the
+    session. Every host is stopped and its copy removed at the end, or when one cannot start.
+    """
+    running: list[Iterator[SshHost]] = []
+    started: list[SshHost] = []
+    try:
+        for alias, address in hosts:
+            (state / alias).mkdir(parents=True, exist_ok=True)
+            running.append(bring_up(state / alias, f"{name}-{alias}", alias, address))
+            started.append(next(running[-1]))
+        config, known_hosts = state / "ssh_config", state / "known_hosts"
+        known_hosts.write_text("".join(host.known_hosts.read_text() for host in started))
+        blocks = [host.ssh_config.read_text() for host in started]
+        for host in started:
+            blocks = [block.replace(str(host.known_hosts), str(known_hosts)) for block in blocks]
+        config.write_text("\n".join(blocks))
+        yield [replace(host, ssh_config=config, known_hosts=known_hosts) for host in started]
+    finally:
+        for generator in reversed(running):
+            generator.close()  # type: ignore[attr-defined]
 
 
 def write_invoke_config(path: Path, hosts: dict[str, dict[str, object]]) -> Path:
