@@ -165,6 +165,16 @@ def launch(
     if is_locked(root, name):
         with grid_lock(root, name):  # raises, naming the runner that holds it
             pass
+    slurm_record = batch_dir(root, name) / "slurm.json"
+    if slurm_record.exists():  # the grid went to Slurm before: this machine takes it over
+        from gafkd.slurm import active_jobs
+
+        if active_jobs(root, name):
+            raise ConfigError(
+                f"grid {name!r} still has jobs in Slurm ({', '.join(active_jobs(root, name))}); "
+                f"`invoke cancel {name}` them first, or wait for them"
+            )
+        slurm_record.unlink()
     keep_private()
     if runs is not None:
         write_plan(root, name, runs, overrides)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import CANCELLED, batch_dir, now, read_plan, request_cancel
+from gafkd.batch import CANCELLED, batch_dir, is_locked, now, read_plan, request_cancel
 from gafkd.config import ConfigError
+from gafkd.slurm_state import run_slurm
 
 SLURM_FILE = "slurm.json"  # in runs/<grid>/.batch/: what was submitted
 PREFIX = "slurm."  # --set slurm.partition=gpu
@@ -118,6 +118,11 @@ def submit(
     if dry:
         print_stages(name, stages, options, done, out)
         return {}
+    if is_locked(root, name):
+        raise ConfigError(
+            f"grid {name!r} is running on this machine's runner; `invoke cancel {name}` it or "
+            "wait for it before submitting it to Slurm"
+        )
     active = active_jobs(root, name)
     if active:
         raise ConfigError(
@@ -258,23 +263,13 @@ def _require_commands() -> None:
 def _check_partition(partition: str) -> None:
     if not partition:
         return
-    found = _slurm(["sinfo", "-h", "-o", "%P"]).split()
+    found = run_slurm(["sinfo", "-h", "-o", "%P"]).split()
     known = [name.rstrip("*") for name in found]
     if partition not in known:
         raise ConfigError(
             f"Slurm partition {partition!r} does not exist on {socket.gethostname()}; "
             f"partitions: {', '.join(known) or 'none'}. Fix it with --set slurm.partition=NAME"
         )
-
-
-def _slurm(argv: Sequence[str]) -> str:
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise ConfigError(f"{argv[0]} failed: {error}") from None
-    if done.returncode != 0:
-        raise ConfigError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout}")
-    return done.stdout
 
 
 def print_stages(
@@ -322,7 +317,7 @@ def active_jobs(root: Path, grid: str) -> list[str]:
     from gafkd.slurm_state import squeue
 
     record = read_record(root, grid)
-    if not record:
+    if not record or shutil.which("squeue") is None:  # no Slurm here: nothing of it runs here
         return []
     ids = [stage["job_id"] for stage in record["stages"].values()]
     return sorted({str(row["job_id"]) for row in squeue(ids)}) if ids else []
@@ -340,7 +335,7 @@ def cancel(root: Path, grid: str, run_id: str | None, out: IO[str]) -> None:
             targets.append(stage["tasks"][stage["runs"].index(run_id)])
     request_cancel(root, grid, run_id)
     if targets:
-        _slurm(["scancel", *targets])
+        run_slurm(["scancel", *targets])
     what = f"run {run_id}" if run_id else f"every job of {grid}"
     shown = ", ".join(targets) or "none: it was not submitted"
     print(f"cancelled {what} in Slurm (scancel {shown}); its last epoch is checkpointed", file=out)

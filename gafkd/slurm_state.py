@@ -182,7 +182,8 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _json(argv: Sequence[str]) -> dict[str, Any]:
+def run_slurm(argv: Sequence[str]) -> str:
+    """A Slurm command's output; a failure is one ConfigError with Slurm's own message."""
     from gafkd.config import ConfigError
 
     try:
@@ -191,8 +192,14 @@ def _json(argv: Sequence[str]) -> dict[str, Any]:
         raise ConfigError(f"{argv[0]} failed: {error}") from None
     if done.returncode != 0:
         raise ConfigError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout}")
+    return done.stdout
+
+
+def _json(argv: Sequence[str]) -> dict[str, Any]:
+    from gafkd.config import ConfigError
+
     try:
-        data = json.loads(done.stdout)
+        data = json.loads(run_slurm(argv))
     except ValueError:
         raise ConfigError(
             f"{argv[0]} --json printed no JSON; this Slurm may lack its JSON plugins"

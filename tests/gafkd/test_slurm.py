@@ -236,3 +236,17 @@ def test_cancelled_by_the_user_is_cancelled_not_blocked(
     assert runs["student/a/seed1"]["status"] == "blocked"
     assert runs["student/a/seed1"]["error"] == "teacher run teacher/a/seed1 failed"
     assert runs["teacher/a/seed1"]["error"] == "the job ended without a result.json"
+
+
+def test_a_local_launch_of_a_grid_with_jobs_in_slurm_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gafkd.launch import launch
+
+    folder = tmp_path / "runs" / "kd_alpha" / ".batch"
+    folder.mkdir(parents=True)
+    (folder / "slurm.json").write_text(json.dumps({"stages": {"s": {"job_id": "12"}}}))
+    monkeypatch.setattr(slurm, "active_jobs", lambda root, grid: ["12"])
+    with pytest.raises(ConfigError, match=r"still has jobs in Slurm \(12\)"):
+        launch("kd_alpha", ["dataset=watch"], tmp_path)
+    assert not (folder / "plan.json").exists()  # nothing planned, nothing started
