@@ -351,6 +351,7 @@ def _write_state(
             "finished": now() if finished else None,
             "slots": slots.per_device,
             "queue": str(batch.queue.folder) if batch.queue is not None else None,
+            "waiting_for_slot": batch.queue is not None and batch.queue.wait is not None,
         },
         "runs": {run_id: asdict(s) for run_id, s in batch.runs.items()},
         "gpus": health.snapshot(),

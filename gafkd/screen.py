@@ -89,6 +89,8 @@ def _summary(batch: Mapping[str, Any]) -> str:
         who = f"Slurm jobs {', '.join(runner['jobs'])} {runner['state']}"
     colour = "green" if runner["alive"] else "yellow"
     counts = " · ".join(f"{n} {status}" for status, n in batch["counts"].items() if n)
+    if runner.get("waiting_for_slot"):
+        who += ", waiting for a shared slot"  # other users' runs hold them: see "shared slots"
     eta = batch["eta_seconds"]
     eta_text = "-" if eta is None else _duration(eta)
     return (

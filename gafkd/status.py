@@ -203,6 +203,7 @@ def _runner(info: Mapping[str, Any]) -> dict[str, Any]:
         "alive": state == "running",
         "backend": info.get("backend", "local"),
         "queue": info.get("queue"),  # the host-wide slot folder it shares, if any
+        "waiting_for_slot": bool(info.get("waiting_for_slot")) and state == "running",
         "jobs": info.get("jobs", []),
         "state": state,
         "pid": pid,

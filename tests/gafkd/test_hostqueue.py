@@ -292,11 +292,14 @@ def test_status_shows_who_holds_the_shared_slots(queues, tmp_path: Path) -> None
     (folder / "plan.json").write_text(json.dumps({"grid": "a", "runs": []}))
     runner = {"pid": os.getpid(), "host": socket.gethostname(), "queue": str(first.folder)}
     runner |= {"heartbeat": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "slots": {"cpu": 1}}
+    runner |= {"waiting_for_slot": True}  # as a second runner of its user would write it
     (folder / "state.json").write_text(json.dumps({"grid": "a", "runner": runner, "runs": {}}))
     status = collect(tmp_path / "root", nvml=None)
     (slot,) = status["slots"]
     assert (slot["slot"], slot["run"]) == ("cpu.0", "student/alpha-0.3/seed0")
     console = Console(width=200, record=True)
     console.print(render(status))
-    assert "shared slots: cpu.0 yours (student/alpha-0.3/seed0)" in console.export_text()
+    text = console.export_text()
+    assert "shared slots: cpu.0 yours (student/alpha-0.3/seed0)" in text
+    assert "running, waiting for a shared slot" in text
     first.keep([])
