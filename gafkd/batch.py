@@ -30,6 +30,7 @@ from gafkd.hostqueue import HostQueue, check_folder
 
 STATE_DIR = ".batch"
 CANCELLED = "cancelled.json"
+SLURM_FILE = "slurm.json"  # what --backend slurm submitted (gafkd.slurm)
 POLL_SECONDS = 0.2
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 TeacherRole = Literal["signal", "image"]
 
 
-MODEL_NAME = re.compile(r"wrn\d+_\d+")
+MODEL_NAME = re.compile(r"wrn(\d+)_(\d+)")  # wrn<depth>_<width>
 
 
 class ConfigError(ValueError):

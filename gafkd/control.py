@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from gafkd.batch import STATE_DIR, batch_dir, is_locked, read_plan, request_cancel
+from gafkd.batch import SLURM_FILE, STATE_DIR, batch_dir, is_locked, read_plan, request_cancel
 from gafkd.config import ConfigError
 from gafkd.hostqueue import user_name
 
@@ -43,7 +43,7 @@ def cancel(root: Path, grid: str, run_id: str | None = None, out: IO[str] = sys.
     read_plan(root, grid)  # the grid must have been launched
     if run_id is not None:
         find_run(root, run_id, grid)
-    if (batch_dir(root, grid) / "slurm.json").exists():
+    if (batch_dir(root, grid) / SLURM_FILE).exists():
         from gafkd import slurm
 
         slurm.cancel(root, grid, run_id, out)

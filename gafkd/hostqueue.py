@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gafkd.config import ConfigError
+from gafkd.rundir import lock_is_free
 
 FILE_MODE = 0o660  # the group's members lock and write the files; others nothing
 WAIT_PREFIX = "wait."
@@ -92,7 +93,7 @@ def holders(folder: Path) -> list[dict[str, Any]]:
         if path.name.startswith((WAIT_PREFIX, ".")) or not path.is_file():
             continue
         with contextlib.suppress(OSError, ValueError), path.open() as handle:
-            if _is_free(handle.fileno()):
+            if lock_is_free(handle.fileno()):
                 continue
             found.append({"slot": path.name, **json.loads(handle.read() or "{}")})
     return found
@@ -199,7 +200,7 @@ class HostQueue:
                 continue
             try:
                 with path.open() as handle:
-                    if _is_free(handle.fileno()):  # its runner is gone
+                    if lock_is_free(handle.fileno()):  # its runner is gone
                         path.unlink(missing_ok=True)
                         continue
                     waiter = json.loads(handle.read())
@@ -210,16 +211,6 @@ class HostQueue:
             if (since, path.name) < mine:
                 found.append(wants)
         return found
-
-
-def _is_free(fd: int) -> bool:
-    """Whether no one holds the flock of the file behind ``fd`` (tested with a shared lock)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return True
 
 
 def _share(fd: int) -> None:

@@ -19,6 +19,7 @@ from typing import IO, Any
 from gafkd import rundir
 from gafkd.batch import (
     CANCELLED,
+    SLURM_FILE,
     Slots,
     batch_dir,
     grid_lock,
@@ -165,13 +166,14 @@ def launch(
     if is_locked(root, name):
         with grid_lock(root, name):  # raises, naming the runner that holds it
             pass
-    slurm_record = batch_dir(root, name) / "slurm.json"
+    slurm_record = batch_dir(root, name) / SLURM_FILE
     if slurm_record.exists():  # the grid went to Slurm before: this machine takes it over
         from gafkd.slurm import active_jobs
 
-        if active_jobs(root, name):
+        active = active_jobs(root, name)
+        if active:
             raise ConfigError(
-                f"grid {name!r} still has jobs in Slurm ({', '.join(active_jobs(root, name))}); "
+                f"grid {name!r} still has jobs in Slurm ({', '.join(active)}); "
                 f"`invoke cancel {name}` them first, or wait for them"
             )
         slurm_record.unlink()

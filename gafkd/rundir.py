@@ -27,9 +27,11 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch  # imported where it is used: status and launch stay torch-free
+
 
 import gafkd
 from gafkd.config import ConfigError, RunConfig, dump_toml, to_dict
@@ -83,12 +85,17 @@ def is_held(path: Path) -> bool:
     if not path.exists():
         return False
     with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
+        return not lock_is_free(handle.fileno())
+
+
+def lock_is_free(fd: int) -> bool:
+    """Whether no process holds a flock on the file behind ``fd`` (probed with a shared lock)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
 
 
 def locked(run_dir: Path) -> AbstractContextManager[None]:
@@ -101,6 +108,8 @@ def locked(run_dir: Path) -> AbstractContextManager[None]:
 
 
 def save_torch(obj: Any, path: Path) -> None:
+    import torch
+
     with atomic_open(path, "wb") as handle:
         torch.save(obj, handle)
 
@@ -126,6 +135,8 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
+    import torch
+
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
     return state
 
@@ -145,6 +156,8 @@ def write_error(run_dir: Path, message: str) -> None:
 
 def provenance(device: torch.device, seed: int) -> Mapping[str, Any]:
     """Where and with what a run was computed."""
+    import torch
+
     return {
         "gafkd_version": gafkd.__version__,
         "git_commit": _git_commit(),
@@ -173,6 +186,8 @@ def _cpu_name() -> str:
 
 
 def _cudnn_version() -> int | None:
+    import torch
+
     cudnn = torch.backends.cudnn
     if not cudnn.is_available():  # type: ignore[no-untyped-call]
         return None

@@ -15,6 +15,7 @@ submitit is imported only here, and only when something is submitted.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import sys
@@ -25,11 +26,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import CANCELLED, batch_dir, is_locked, now, read_plan, request_cancel
+from gafkd.batch import (
+    CANCELLED,
+    SLURM_FILE,
+    batch_dir,
+    is_locked,
+    now,
+    read_plan,
+    request_cancel,
+)
 from gafkd.config import ConfigError
 from gafkd.slurm_state import run_slurm
 
-SLURM_FILE = "slurm.json"  # in runs/<grid>/.batch/: what was submitted
 PREFIX = "slurm."  # --set slurm.partition=gpu
 
 
@@ -306,7 +314,6 @@ def read_record(root: Path, grid: str) -> dict[str, Any] | None:
     path = batch_dir(root, grid) / SLURM_FILE
     if not path.exists():
         return None
-    import json
 
     record: dict[str, Any] = json.loads(path.read_text())
     return record

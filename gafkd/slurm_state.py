@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gafkd import rundir
-from gafkd.batch import CANCELLED, now
+from gafkd.batch import CANCELLED, SLURM_FILE, now
 
 FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT"}
@@ -42,7 +42,7 @@ def sacct(job_ids: Sequence[str]) -> list[dict[str, Any]]:
 
 def batch_state(folder: Path, root: Path) -> dict[str, Any]:
     """``state.json``'s shape for a Slurm batch in `folder` (``runs/<grid>/.batch``)."""
-    record = json.loads((folder / "slurm.json").read_text())
+    record = json.loads((folder / SLURM_FILE).read_text())
     plan = json.loads((folder / "plan.json").read_text())
     stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
     ids = [str(stage["job_id"]) for stage in stages.values()]
@@ -148,14 +148,14 @@ def _gpu_health(
     root: Path, plan: Sequence[Mapping[str, Any]], runs: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """The last verdict each running run recorded for its own GPU."""
-    from gafkd.status import _health_log  # the reader of health.jsonl
+    from gafkd.status import health_log
 
     verdicts: dict[str, dict[str, Any]] = {}
     for run in plan:
         state = runs[run["id"]]
         if state["status"] != "running" or state["gpu"] is None:
             continue
-        found = _health_log(root / run["run_dir"] / "health.jsonl").get(str(state["gpu"]))
+        found = health_log(root / run["run_dir"] / "health.jsonl").get(str(state["gpu"]))
         if found is not None:
             verdicts[str(state["gpu"])] = found
     return verdicts

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
+from gafkd.batch import SLURM_FILE
 from gafkd.config import ConfigError
 from gafkd.nvml import Nvml, gpu_processes, nvml_session, sample
 from gafkd.screen import render
@@ -121,7 +122,7 @@ def _health(live: Iterable[dict[str, Any]]) -> dict[int, tuple[bool, str]]:
 
 def _batch(folder: Path, root: Path) -> dict[str, Any]:
     plan = _plan(folder / "plan.json")
-    if (folder / "slurm.json").is_file():  # submitted with --backend slurm: ask squeue/sacct
+    if (folder / SLURM_FILE).is_file():  # submitted with --backend slurm: ask squeue/sacct
         from gafkd.slurm_state import batch_state
 
         state = batch_state(folder, root)
@@ -146,7 +147,7 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
             if why:
                 waiting.append({"id": run_id, "status": status, "reason": why})
     runner = _runner(state.get("runner") or {})
-    gpu_health = state.get("gpus") or _health_log(folder / "health.jsonl")
+    gpu_health = state.get("gpus") or health_log(folder / "health.jsonl")
     return {
         "grid": plan.get("grid", state.get("grid", folder.parent.name)),
         "folder": _shown(folder, root),
@@ -319,7 +320,7 @@ def _last_lines(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]
     return rows
 
 
-def _health_log(path: Path) -> dict[str, dict[str, Any]]:
+def health_log(path: Path) -> dict[str, dict[str, Any]]:
     """The last verdict per GPU in health.jsonl, shaped like state.json's "gpus"."""
     verdicts: dict[str, dict[str, Any]] = {}
     for row in _last_lines(path):

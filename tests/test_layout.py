@@ -21,6 +21,17 @@ def test_gafkd_imports_without_fabric_or_invoke() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_status_launch_and_the_runner_import_without_torch() -> None:
+    """`gafkd status` on a lab host is one ssh round trip; importing torch would cost ~2 s."""
+    code = (
+        "import sys, gafkd.cli, gafkd.status, gafkd.launch, gafkd.batch, gafkd.control, "
+        "gafkd.slurm, gafkd.slurm_state, gafkd.hostqueue, gafkd.reboot\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_every_task_has_a_docstring_and_help_for_every_parameter() -> None:
     sys.path.insert(0, str(ROOT))
     try:

@@ -9,7 +9,6 @@ site-packages, as in tests/test_remote.py) and launch tiny CPU batches with ``--
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -23,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.provisioning import testhost
+
 pytestmark = pytest.mark.ssh
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,22 +34,6 @@ SETS = ("dataset=watch", "train.epochs=1", "train.alpha=[0.3]", "student.name=wr
         "imaging.image_size=8")  # fmt: skip
 SEEDS = {"alice": 0, "bob": 1}  # so that alice's run ids are not bob's
 RUN = "student/dataset-watch_alpha-0.3/seed{seed}"
-
-
-def _testhost_module() -> Any:
-    name = "gafkd_testhost"  # shared with tests/provisioning/conftest.py and test_remote.py
-    if name not in sys.modules:
-        path = ROOT / "tests" / "provisioning" / "testhost.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-testhost = _testhost_module()
 
 
 def home(user: str) -> str:

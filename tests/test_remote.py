@@ -9,7 +9,6 @@ then syncs the checkout and ``pip install -e``'s it into that venv, as on a lab 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -26,28 +25,13 @@ import pytest
 from provisioning import remote
 from provisioning.core import ProvisionError
 from provisioning.hosts import Host, LocalConnection, connect, parse_host
+from tests.provisioning import testhost
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = "/opt/gafkd-shared/site-packages"  # inside the host
 ENV = "root/.conda/envs/gafkd"  # the default python setting, for the root login
 SETS = ("dataset=watch", "train.epochs=1", "seed=[0]", "train.alpha=[0.3]")
 STUDENT = "student/dataset-watch_alpha-0.3/seed0"
-
-
-def _testhost_module() -> Any:
-    name = "gafkd_testhost"  # shared with tests/provisioning/conftest.py when both load
-    if name not in sys.modules:
-        path = ROOT / "tests" / "provisioning" / "testhost.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-testhost = _testhost_module()
 
 
 def prepare_env(host: Any) -> None:

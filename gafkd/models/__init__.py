@@ -6,11 +6,10 @@ depth/width pair (e.g. "wrn40_2") is parsed by :func:`parse_name`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import partial
 
-from gafkd.config import ConfigError
+from gafkd.config import MODEL_NAME, ConfigError
 from gafkd.models.wideresnet import BasicBlock, Dim, WideResNet, WideResNetConfig, wrn
 
 __all__ = [
@@ -33,8 +32,6 @@ MODELS: dict[str, Callable[..., WideResNet]] = {
     "wrn28_3": partial(wrn, 28, 3),
 }
 
-_NAME = re.compile(r"wrn(\d+)_(\d+)")
-
 
 def parse_name(name: str) -> tuple[int, int]:
     """(depth, width) of a model name ``wrn<depth>_<width>``.
@@ -46,7 +43,7 @@ def parse_name(name: str) -> tuple[int, int]:
     >>> parse_name("wrn28_3")
     (28, 3)
     """
-    match = _NAME.fullmatch(name)
+    match = MODEL_NAME.fullmatch(name)
     if match is None:
         raise ConfigError(
             f"model name must look like 'wrn<depth>_<width>'; got {name!r}. "

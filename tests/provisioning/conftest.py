@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shlex
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -141,19 +139,7 @@ def recorded() -> Callable[[str, str], str]:
     return output
 
 
-def _testhost_module() -> Any:
-    """testhost.py, loaded by path: tests/ is not a package (pytest's importlib mode)."""
-    path = Path(__file__).with_name("testhost.py")
-    spec = importlib.util.spec_from_file_location("gafkd_testhost", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-testhost_module = _testhost_module()
+from tests.provisioning import testhost as testhost_module  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -23,22 +22,11 @@ import pytest
 from provisioning import slurm
 from provisioning.core import STDIN, Command, ProvisionError, SkipStep, plan, write_file
 from provisioning.hosts import Host, parse_host
+from tests.provisioning.conftest import FakeConnection, output
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _conftest() -> Any:
-    """This folder's conftest, loaded by path (tests/ is not a package), for FakeConnection."""
-    path = Path(__file__).with_name("conftest.py")
-    spec = importlib.util.spec_from_file_location("gafkd_provisioning_conftest", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-FakeConnection, output = _conftest().FakeConnection, _conftest().output
 LAB, GPU2 = Host("lab"), Host("gpu2")
 KEY = bytes(range(128))  # stands for the controller's munge key
 OTHER_KEY = bytes(128)

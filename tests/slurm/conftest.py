@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-
-def _stack_module() -> Any:
-    """stack.py, loaded by path: tests/ is not a package (pytest's importlib mode)."""
-    if "gafkd_slurm_stack" in sys.modules:  # another conftest loaded it first
-        return sys.modules["gafkd_slurm_stack"]
-    path = Path(__file__).with_name("stack.py")
-    spec = importlib.util.spec_from_file_location("gafkd_slurm_stack", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-slurm_stack = _stack_module()
+from tests.slurm import stack as slurm_stack
 
 
 @pytest.fixture(scope="session")
