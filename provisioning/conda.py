@@ -292,9 +292,22 @@ def ensure_permissions(
 def ensure_passage(
     connection: Connection, parent: str, host: Host
 ) -> Generator[Command, None, None]:
-    """Members (all users, when others may read conda) can pass through ``parent``, not list it."""
+    """Members (all users, when others may read conda) can pass through ``parent``, not list it.
+
+    A parent that someone other than root may write to is refused: they could move the install
+    away and put their own in its place, for root's login shell to source.
+    """
     found = read_stat(connection, parent)
-    if found is None or found.mode & 0o001:
+    if found is None:
+        return
+    if found.owner != "root" or (found.mode & 0o022 and not found.mode & 0o1000):
+        raise ProvisionError(
+            f"{parent} ({found.owner}:{found.group} {found.mode:o}) above the conda install "
+            "lets someone other than root replace the install that every login shell loads; as "
+            f"root, make {parent} root's and not writable by others, or set another "
+            f"conda_prefix for {host.alias} in invoke.yaml"
+        )
+    if found.mode & 0o001:
         return
     group, world = host.group, host.conda_world_readable
     if not world and found.group == group and found.mode & 0o010:

@@ -435,6 +435,18 @@ def test_members_get_passage_through_the_folders_above_an_adopted_install(
     assert [shlex.join(command.argv) for command in commands] == expected
 
 
+@pytest.mark.parametrize("parent", ["alice alice 755", "root lab 775", "root root 777"])
+def test_a_folder_above_the_install_that_a_member_could_write_is_refused(parent: str) -> None:
+    stats, replies = conda_at("/opt/conda", "miniforge")
+    stats["/opt"] = parent
+    connection = CondaHost(stats=stats, replies={**replies, **getent()})
+    with pytest.raises(ProvisionError, match=r"^/opt \(.*\) above the conda install lets someone "
+                       r"other than root replace the install"):  # fmt: skip
+        plan(conda.ensure_conda, connection, LAB)
+    connection.stats["/opt"] = "root root 1777"  # sticky: only root may move root's install
+    assert plan(conda.ensure_conda, connection, LAB)[0] == []
+
+
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_conda_world_readable_takes_true_or_false_only(value: object) -> None:
     with pytest.raises(ProvisionError, match=r"conda_world_readable is .*; expected true"):
