@@ -1,12 +1,16 @@
-"""Shared conda: the lab group, one group-owned conda install, its .condarc and login hook.
+"""Shared conda: the lab group, one root-owned conda install, its .condarc and login hook.
 
-One conda install under a system prefix (``/opt/conda``) is owned by root and the lab group, its
-folders setgid and group-writable, never world-writable; a system ``.condarc`` sends each user's
-envs to their home and shares one package cache; ``/etc/profile.d/conda.sh`` loads conda at
-login. An existing install (the lab's ``/home/root/anaconda3``) is adopted in place; conda
-installs cannot be relocated (their scripts hold absolute paths), so ``--move-conda`` installs a
-fresh one at the prefix and leaves the old one for the admin to delete. The per-user envs are in
-:mod:`provisioning.envs`. Reference: gpu-stack.md §9; undo: docs/provisioning.md.
+One conda install under a system prefix (``/opt/conda``), on the multi-user model of conda's
+docs: owned by root with the lab group, writable by root alone, read and entered by the group
+(by others too only with ``conda_world_readable``); a system ``.condarc`` sends each user's envs
+and package cache to their home (``~/.conda/envs``, ``~/.conda/pkgs``); the root-owned
+``/etc/profile.d/conda.sh`` loads conda at login. Nothing that root or a member runs or sources
+is writable by the group. A downloaded Miniforge is a pinned release, checked against its
+published SHA-256 before it runs. An existing install (the lab's ``/home/root/anaconda3``) is
+adopted in place; conda installs cannot be relocated (their scripts hold absolute paths), so
+``--move-conda`` installs a fresh one at the prefix and leaves the old one for the admin to
+delete. The per-user envs are in :mod:`provisioning.envs`. Reference: gpu-stack.md §9; undo:
+docs/provisioning.md.
 """
 
 from __future__ import annotations
@@ -40,10 +44,25 @@ ROOT = Path(__file__).resolve().parent.parent  # the project: relative installer
 
 # Where a conda install is looked for when the prefix has none (the lab's is the first).
 KNOWN_PREFIXES = ("/home/root/anaconda3", "/root/anaconda3", "/root/miniforge3", "/opt/anaconda3")
+MINIFORGE_VERSION = "26.3.2-3"  # the pinned release; MINIFORGE_SHA256 holds its installers'
 MINIFORGE_URL = (
-    "https://github.com/conda-forge/miniforge/releases/latest/download/Miniforge3-Linux-{arch}.sh"
+    "https://github.com/conda-forge/miniforge/releases/download/{version}/"
+    "Miniforge3-{version}-Linux-{arch}.sh"
 )
+MINIFORGE_SHA256 = {  # published beside each installer on the release (Miniforge3-...sh.sha256)
+    "x86_64": "848194851a98903134187fbb4ab50efe87b003e0c0f808f97644b7524a62bf2c",
+    "aarch64": "2c113a69297e612b01ca0f320c22a3107a11f2ab9b573d79ac868a175945ce29",
+}
 INSTALLER = "/root/gafkd-conda-installer.sh"  # root's home: no other user can swap the file
+# A fixed script (values are arguments): run the installer only if its sha256 is the pinned one,
+# else delete it and say so in one line; nothing of the download runs.
+CHECK_AND_INSTALL = (
+    'if printf "%s  %s\\n" "$1" "$2" | sha256sum --check --status -; then '
+    'exec bash "$2" -b -p "$3"; fi; rm -f -- "$2"; '
+    'echo "$2: its sha256 is not $1, the published one of Miniforge $4, so it was deleted and '
+    'nothing was run; run provision again, or download it here and set conda_installer" >&2; '
+    "exit 1"
+)
 DOWNLOADERS = ("curl", "wget")  # the first one the host has fetches Miniforge
 COMMAND_V = 'command -v "$1"'  # a fixed script: the tool's name is an argument
 ANACONDA_CHANNELS = ("repo.anaconda.com", "repo.continuum.io")
@@ -57,9 +76,15 @@ HEADER = (
     "# Written by gafkd provisioning (docs/provisioning.md); it is rewritten when it differs.\n"
 )
 PROFILE_HOOK = "/etc/profile.d/conda.sh"
-# find(1) tests: not group read+write, world-writable, or executable but not by the group.
-NOT_GROUP_RW = ("!", "-type", "l", "(", "!", "-perm", "-060", "-o", "-perm", "-002",
-                "-o", "-perm", "-100", "!", "-perm", "-010", ")")  # fmt: skip
+# find(1) tests for a mode other than the wanted one (symlinks have none): writable by the group
+# or others, setgid (only root writes here), not readable, or a folder or executable that
+# cannot be entered or run; by the group (and by others, with conda_world_readable).
+GROUP_ONLY = ("!", "-type", "l", "(", "-perm", "/2027", "-o", "!", "-perm", "-040", "-o", "(",
+              "-type", "d", "-o", "-perm", "-100", ")", "!", "-perm", "-010", ")")  # fmt: skip
+WORLD_READABLE = ("!", "-type", "l", "(", "-perm", "/2022", "-o", "!", "-perm", "-044", "-o", "(",
+                  "-type", "d", "-o", "-perm", "-100", ")", "!", "-perm", "-011", ")")  # fmt: skip
+# The chmod that gives each: the group (and others) read and enter, only root writes.
+MODES = {False: ("g+rX,g-ws,o-rwx", GROUP_ONLY), True: ("go+rX,go-w,g-s", WORLD_READABLE)}
 
 
 @dataclass(frozen=True)
@@ -120,14 +145,19 @@ def parse_conda_info(text: str) -> Install:
     return Install(prefix, version, "anaconda" if anaconda else "miniforge")
 
 
-def condarc_text(prefix: str, flavor: Flavor) -> str:
-    """The system .condarc: per-user envs in each home, one shared package cache."""
+def condarc_text(flavor: Flavor) -> str:
+    """The system .condarc: each user's envs and package cache in their home, conda-forge."""
     lines = textwrap.wrap(ANACONDA_NOTE, 90) if flavor == "anaconda" else []
     note = "".join(f"# {line}\n" for line in lines)
     return (
-        f"{HEADER}{note}envs_dirs:\n  - ~/.conda/envs\n"
-        f"pkgs_dirs:\n  - {json.dumps(prefix + '/pkgs')}\nchannels:\n  - conda-forge\n"
+        f"{HEADER}{note}envs_dirs:\n  - ~/.conda/envs\npkgs_dirs:\n  - ~/.conda/pkgs\n"
+        "channels:\n  - conda-forge\n"
     )
+
+
+def file_mode(host: Host) -> int:
+    """The mode of a file only root writes: read by the group, and by others when allowed."""
+    return 0o644 if host.conda_world_readable else 0o640
 
 
 def profile_hook_text(prefix: str) -> str:
@@ -240,36 +270,66 @@ def ensure_group(connection: Connection, host: Host) -> Generator[Command, None,
 
 
 def ensure_permissions(
-    connection: Connection, prefix: str, group: str, *, fresh: bool
+    connection: Connection, prefix: str, host: Host, *, fresh: bool
 ) -> Generator[Command, None, None]:
-    """Group ``group`` owns ``prefix``, group-writable, setgid folders, never world-writable."""
+    """root:GROUP owns ``prefix``; only root writes it; the group (others if allowed) reads it."""
+    group, world = host.group, host.conda_world_readable
+    mode, offenders = MODES[world]
     known = fresh or read_group(connection, group) is None  # a missing group: all of it differs
-    if known or read_first(connection, prefix, "!", "-group", group):
-        yield Command(("chgrp", "-R", group, prefix), sudo=True, why=f"{group} owns {prefix}")
-    if known or read_first(connection, prefix, *NOT_GROUP_RW):
-        why = f"{group} may read and write {prefix}, others may not write"
-        yield Command(("chmod", "-R", "g+rwX,o-w", prefix), sudo=True, why=why)
-    if known or read_first(connection, prefix, "-type", "d", "!", "-perm", "-2000"):
-        why = "setgid folders, so new files belong to the group"
-        argv = ("find", prefix, "-type", "d", "-exec", "chmod", "g+s", "{}", "+")
-        yield Command(argv, sudo=True, why=why)
+    not_roots = ("(", "!", "-user", "root", "-o", "!", "-group", group, ")")
+    if known or read_first(connection, prefix, *not_roots):
+        why = f"root owns {prefix} with group {group}, so no member can change it"
+        yield Command(("chown", "-R", f"root:{group}", prefix), sudo=True, why=why)
+    if known or read_first(connection, prefix, *offenders):
+        readers = f"{group} and others" if world else f"{group} (not others)"
+        why = f"only root may write {prefix}; {readers} may read it; no setgid folders"
+        yield Command(("chmod", "-R", mode, prefix), sudo=True, why=why)
     parents = [str(parent) for parent in Path(prefix).parents if str(parent) != "/"]
     for parent in parents:
-        found = read_stat(connection, parent)
-        if found and not found.mode & 0o001 and not (found.group == group and found.mode & 0o010):
-            why = f"members must pass through {parent} ({found.mode:o}) to reach conda; x only"
-            yield Command(("chmod", "o+x", parent), sudo=True, why=why)
+        yield from ensure_passage(connection, parent, host)
+
+
+def ensure_passage(
+    connection: Connection, parent: str, host: Host
+) -> Generator[Command, None, None]:
+    """Members (all users, when others may read conda) can pass through ``parent``, not list it.
+
+    A parent that someone other than root may write to is refused: they could move the install
+    away and put their own in its place, for root's login shell to source.
+    """
+    found = read_stat(connection, parent)
+    if found is None:
+        return
+    if found.owner != "root" or (found.mode & 0o022 and not found.mode & 0o1000):
+        raise ProvisionError(
+            f"{parent} ({found.owner}:{found.group} {found.mode:o}) above the conda install "
+            "lets someone other than root replace the install that every login shell loads; as "
+            f"root, make {parent} root's and not writable by others, or set another "
+            f"conda_prefix for {host.alias} in invoke.yaml"
+        )
+    if found.mode & 0o001:
+        return
+    group, world = host.group, host.conda_world_readable
+    if not world and found.group == group and found.mode & 0o010:
+        return
+    why = f"members must pass through {parent} ({found.mode:o}) to reach conda"
+    if world or (found.mode & 0o070 and found.group != group):  # the folder's group uses it
+        yield Command(("chmod", "o+x", parent), sudo=True, why=f"{why}; x only, for all")
+        return
+    if found.group != group:
+        yield Command(("chgrp", group, parent), sudo=True, why=f"{why}; its group had no rights")
+    yield Command(("chmod", "g+x", parent), sudo=True, why=f"{why}; x only, for {group}")
 
 
 def ensure_conda(
     connection: Connection, host: Host, *, move: bool = False
 ) -> Generator[Command, None, str]:
-    """One conda install, group-owned; installed when none is found, else adopted in place."""
+    """One conda install, root's, read by the group; installed when none is found, else adopted."""
     install = read_install(connection, host)
     prefix = host.conda_prefix
     if install and (install.prefix == prefix or not move):
         adopted = install.prefix != prefix
-        yield from ensure_permissions(connection, install.prefix, host.group, fresh=False)
+        yield from ensure_permissions(connection, install.prefix, host, fresh=False)
         note = f"; {ANACONDA_NOTE}" if install.flavor == "anaconda" else ""
         if adopted:
             note += (
@@ -284,7 +344,7 @@ def ensure_conda(
         )
     old = f"; {install.prefix} stays until you delete it" if install else ""
     yield from install_commands(connection, host, old)
-    yield from ensure_permissions(connection, prefix, host.group, fresh=True)
+    yield from ensure_permissions(connection, prefix, host, fresh=True)
     return f"{host.conda_flavor} installed at {prefix}{old}"
 
 
@@ -325,33 +385,51 @@ def install_commands(
             f"conda_installer for {host.alias} in invoke.yaml to upload one"
         )
     arch = read_result(connection, "uname", "-m").stdout.strip()
-    url = MINIFORGE_URL.format(arch=arch)
-    why = f"download Miniforge (conda-forge, BSD-3-Clause) for {arch} with {downloader}"
+    sha256 = MINIFORGE_SHA256.get(arch)
+    if sha256 is None:
+        raise ProvisionError(
+            f"{host.alias} is {arch or 'of an unknown architecture'}; gafkd pins Miniforge "
+            f"{MINIFORGE_VERSION} for {' and '.join(MINIFORGE_SHA256)} only: download an "
+            f"installer for {arch}, check it, and set conda_installer for {host.alias} in "
+            "invoke.yaml"
+        )
+    url = MINIFORGE_URL.format(version=MINIFORGE_VERSION, arch=arch)
+    why = f"download Miniforge {MINIFORGE_VERSION} (conda-forge, BSD-3-Clause) for {arch} with "
     fetch = {"curl": ("curl", "-fsSL", "-o"), "wget": ("wget", "-q", "-O")}[downloader]
-    yield Command((*fetch, INSTALLER, url), sudo=True, why=why)
-    yield Command(("bash", INSTALLER, "-b", "-p", prefix), sudo=True, why=f"install it{old}")
+    yield Command((*fetch, INSTALLER, url), sudo=True, why=why + downloader)
+    check = ("sh", "-c", CHECK_AND_INSTALL, "sh", sha256, INSTALLER, prefix, MINIFORGE_VERSION)
+    why = f"install it only if its sha256 is the published one{old}"
+    yield Command(check, sudo=True, why=why)
     yield Command(("rm", "-f", INSTALLER), sudo=True, why="remove the installer")
 
 
 def ensure_condarc(connection: Connection, host: Host) -> Generator[Command, None, str]:
-    """The system .condarc and the /etc/profile.d hook, written only when they differ."""
+    """The system .condarc and the /etc/profile.d hook: root's, as wanted, read-only to others."""
     install = read_install(connection, host)
     if install is None:
         raise SkipStep(no_conda(host, "nothing to configure"))
-    prefix, flavor = install.prefix, install.flavor
-    condarc, content = f"{prefix}/.condarc", condarc_text(prefix, flavor)
-    if read_text(connection, condarc) != content:
-        why = "per-user envs in ~/.conda/envs, one shared package cache, conda-forge"
-        argv = ("install", "-D", "-o", "root", "-g", host.group, "-m", "0664", STDIN, condarc)
+    prefix, flavor, mode = install.prefix, install.flavor, file_mode(host)
+    condarc, content = f"{prefix}/.condarc", condarc_text(flavor)
+    found = read_stat(connection, condarc)
+    if read_text(connection, condarc) != content or found != Stat("root", host.group, mode):
+        why = "per-user envs and package cache in ~/.conda, conda-forge; only root may write it"
+        argv = ("install", "-D", "-o", "root", "-g", host.group, "-m", f"{mode:04o}", STDIN,
+                condarc)  # fmt: skip
         yield Command(argv, sudo=True, why=why, stdin=content)
-    if read_stat(connection, f"{prefix}/pkgs") is None:
-        mkdir = ("install", "-d", "-o", "root", "-g", host.group, "-m", "2775", f"{prefix}/pkgs")
-        yield Command(mkdir, sudo=True, why="the shared package cache is missing")
-    hook = profile_hook_text(prefix)
-    if read_file(connection, PROFILE_HOOK) != hook:
-        yield write_file(PROFILE_HOOK, hook, why=f"login shells load conda from {prefix}")
+    hook, found = profile_hook_text(prefix), read_stat(connection, PROFILE_HOOK)
+    if read_file(connection, PROFILE_HOOK) != hook or not found or not safe(found):
+        why = f"login shells load conda from {prefix}; only root may write the hook"
+        yield write_file(PROFILE_HOOK, hook, why=why)
     note = f"; {ANACONDA_NOTE}" if flavor == "anaconda" else ""
-    return f"{condarc} gives per-user envs and a shared cache; {PROFILE_HOOK} loads it{note}"
+    return (
+        f"{condarc} gives per-user envs and package caches in ~/.conda; {PROFILE_HOOK} loads "
+        f"conda; both root's, read-only to others{note}"
+    )
+
+
+def safe(found: Stat) -> bool:
+    """Whether only root can change a file that root's login shell runs."""
+    return found.owner == "root" and not found.mode & 0o022
 
 
 def no_conda(host: Host, consequence: str) -> str:

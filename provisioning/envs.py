@@ -1,13 +1,13 @@
 """Per-user envs: each listed user gets each env of ``envs/*.yml`` in ``~/.conda/envs``.
 
-The env is created by that user with the shared conda (:mod:`provisioning.conda`), updated when
-its file changed (a stamp in the env holds the sha256 of the host's copy of the file), owned by
-the user and not writable by others. The env files install the torch wheels with pip inside the
-conda env: the wheels bundle their own CUDA runtime and cuDNN, so only the driver matters
-(gpu-stack.md §3.2). A ``torch==VERSION`` pin without an index of the file's own gets the newest
-stable CUDA variant the host's driver and GPUs run (:func:`provisioning.gpu.choose_wheel`): the
-host's copy pins ``torch==VERSION+cuNNN`` from the PyTorch wheel index. Undo:
-docs/provisioning.md.
+The env is created by that user with the shared conda (:mod:`provisioning.conda`), its packages
+cached in their own ``~/.conda/pkgs``; updated when its file changed (a stamp in the env holds
+the sha256 of the host's copy of the file); owned by the user and not writable by others. The
+env files install the torch wheels with pip inside the conda env: the wheels bundle their own
+CUDA runtime and cuDNN, so only the driver matters (gpu-stack.md §3.2). A ``torch==VERSION`` pin
+without an index of the file's own gets the newest stable CUDA variant the host's driver and GPUs
+run (:func:`provisioning.gpu.choose_wheel`): the host's copy pins ``torch==VERSION+cuNNN`` from
+the PyTorch wheel index. Undo: docs/provisioning.md.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ yaml: Any = importlib.import_module("invoke.util").yaml  # PyYAML, or the copy i
 ENVS_DIR = Path(__file__).resolve().parent.parent / "envs"
 ENV_FILES_DIR = "/usr/local/share/gafkd/envs"  # the project's env files, readable by all users
 STAMP = ".gafkd-env.sha256"  # in each env: the sha256 of the env file it was built from
-UMASK_002 = 'umask 002 && exec "$@"'  # files a user's conda adds to the shared cache stay shared
+UMASK_022 = 'umask 022 && exec "$@"'  # a user's envs and package cache: theirs alone to write
 # Pins of the torch family that the host's copy moves to the chosen variant (+cuNNN), together.
 TORCH_PINS = re.compile(r"^(\s*-\s*)(torch|torchvision|torchaudio)==([0-9][\w.]*)\s*$", re.M)
 
@@ -172,8 +172,8 @@ def read_wheel_probe(connection: Connection) -> gpu.Probe | None:
 
 
 def as_user(account: Account, *argv: str) -> tuple[str, ...]:
-    """``argv`` run as ``account``, with its HOME and umask 002 (the shared cache stays shared)."""
-    return ("sudo", "-u", account.name, "-H", "--", "sh", "-c", UMASK_002, "sh", *argv)
+    """``argv`` run as ``account``, with its HOME (so ~/.conda/pkgs is theirs) and umask 022."""
+    return ("sudo", "-u", account.name, "-H", "--", "sh", "-c", UMASK_022, "sh", *argv)
 
 
 def ensure_envs(connection: Connection, host: Host) -> Generator[Command, None, str]:
@@ -221,8 +221,13 @@ def ensure_env(
     else:
         stamp = (read_text(connection, f"{path}/{STAMP}") or "").strip()
         if stamp == host_env.sha256:
-            if read_first(connection, path, "!", "-user", user):
-                yield Command(("chown", "-R", user, path), sudo=True, why=f"{user} owns {label}")
+            # root's files are hard links into the install's package cache (an env made by an
+            # earlier gafkd, with one shared cache): only root writes them; chown would hand the
+            # install's files to the user, and the conda step would take them back.
+            foreign = ("!", "-user", user, "!", "-user", "root")
+            if read_first(connection, path, *foreign):
+                chown = ("find", path, *foreign, "-exec", "chown", "-h", user, "{}", "+")
+                yield Command(chown, sudo=True, why=f"{user} owns {label} (root's files stay)")
             if read_first(connection, path, "!", "-type", "l", "-perm", "/022"):
                 why = f"only {user} may write {label}"
                 yield Command(("chmod", "-R", "go-w", path), sudo=True, why=why)

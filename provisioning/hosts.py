@@ -42,6 +42,7 @@ class Host:
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts
     conda_flavor: Literal["miniforge", "anaconda"] = "miniforge"  # what a fresh install gets
     conda_installer: str | None = None  # installer on this machine, uploaded (offline host)
+    conda_world_readable: bool = False  # False: only the group reads and enters the conda install
     python: str = "~/.conda/envs/gafkd/bin/python"  # the env that runs gafkd; ~: login's home
     queue_dir: str = "/srv/lab/.gafkd-queue"  # GPU slots shared by the group's runners
     slurm_cluster: str = "lab"  # --slurm: ClusterName (the controller's, i.e. the first host's)
@@ -67,6 +68,7 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
     files = {key: settings.get(key) for key in ("ssh_config", "known_hosts")}
     flavor = settings.get("conda_flavor", Host.conda_flavor)
     installer = settings.get("conda_installer")
+    world_readable = settings.get("conda_world_readable", Host.conda_world_readable)
     python = settings.get("python", Host.python)
     queue_dir = str(settings.get("queue_dir", Host.queue_dir))
     backend = settings.get("backend", Host.backend)
@@ -83,6 +85,11 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.conda_installer is {installer!r}; expected the path of "
             "an installer file on this machine, or leave it out to download Miniforge"
+        )
+    if not isinstance(world_readable, bool):
+        raise ProvisionError(
+            f"invoke.yaml hosts.{alias}.conda_world_readable is {world_readable!r}; expected true "
+            "(every user may read and run the conda install) or false (the group only)"
         )
     if not isinstance(python, str) or not PYTHON.fullmatch(python):
         raise ProvisionError(
@@ -144,6 +151,7 @@ def parse_host(alias: str, settings: Mapping[str, Any]) -> Host:
         known_hosts=files["known_hosts"],
         conda_flavor=flavor,
         conda_installer=installer,
+        conda_world_readable=world_readable,
         python=python,
         queue_dir=queue_dir.rstrip("/"),
         slurm_cluster=cluster,

@@ -7,8 +7,10 @@ with captures from the CI host when it has an installer.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +73,12 @@ class CondaHost(FakeConnection):
                 return "", f"stat: cannot statx '{path}': No such file or directory\n", 1
             case ["find", *tests, "-print", "-quit"]:
                 return self.finds.get(shlex.join(tests), ""), "", 0
-            case ["install", "-D", "-o", _, "-g", _, "-m", _, source, target]:
+            case ["install", "-D", "-o", owner, "-g", group, "-m", mode, source, target]:
                 self.files[target] = self.files[source]
+                self.stats[target] = f"{owner} {group} {int(mode, 8):o}"
                 return "", "", 0
+            case ["install", "-D", "-m", mode, _, target]:
+                self.stats[target] = f"root root {int(mode, 8):o}"
         return super().answer(argv)
 
 
@@ -95,22 +100,25 @@ def sudo(*argv: str, why: str = "", stdin: str | bytes | None = None) -> Command
     return Command(argv, sudo=True, why=why, stdin=stdin)
 
 
-def perms(prefix: str) -> list[Command]:
+def perms(prefix: str, world: bool = False) -> list[Command]:
+    readers = "lab and others" if world else "lab (not others)"
     return [
-        sudo("chgrp", "-R", "lab", prefix, why=f"lab owns {prefix}"),
-        sudo("chmod", "-R", "g+rwX,o-w", prefix,
-             why=f"lab may read and write {prefix}, others may not write"),
-        sudo("find", prefix, "-type", "d", "-exec", "chmod", "g+s", "{}", "+",
-             why="setgid folders, so new files belong to the group"),
+        sudo("chown", "-R", "root:lab", prefix,
+             why=f"root owns {prefix} with group lab, so no member can change it"),
+        sudo("chmod", "-R", "go+rX,go-w,g-s" if world else "g+rX,g-ws,o-rwx", prefix,
+             why=f"only root may write {prefix}; {readers} may read it; no setgid folders"),
     ]  # fmt: skip
 
 
-def offenders(prefix: str) -> dict[str, str]:
-    """finds that each report a path: wrong group, mode and setgid (the lab's 700 install)."""
+NOT_ROOTS = ("(", "!", "-user", "root", "-o", "!", "-group", "lab", ")")
+
+
+def offenders(prefix: str, found: str = "", world: bool = False) -> dict[str, str]:
+    """finds that each report a path: not root:lab, a wrong mode (the lab's 700 install)."""
+    tests = conda.WORLD_READABLE if world else conda.GROUP_ONLY
     return {
-        shlex.join((prefix, "!", "-group", "lab")): prefix,
-        shlex.join((prefix, *conda.NOT_GROUP_RW)): prefix,
-        shlex.join((prefix, "-type", "d", "!", "-perm", "-2000")): prefix,
+        shlex.join((prefix, *NOT_ROOTS)): found or prefix,
+        shlex.join((prefix, *tests)): found or prefix,
     }
 
 
@@ -125,10 +133,15 @@ def has(*tools: str) -> dict[str, tuple[str, int]]:
 
 
 ONLINE = {**has("curl"), "uname -m": ("x86_64\n", 0)}  # a host that can download Miniforge
+VERSION = conda.MINIFORGE_VERSION
+X86_64_SHA256 = "848194851a98903134187fbb4ab50efe87b003e0c0f808f97644b7524a62bf2c"  # 26.3.2-3
 DOWNLOAD = [
-    sudo("curl", "-fsSL", "-o", conda.INSTALLER, conda.MINIFORGE_URL.format(arch="x86_64"),
-         why="download Miniforge (conda-forge, BSD-3-Clause) for x86_64 with curl"),
-    sudo("bash", conda.INSTALLER, "-b", "-p", "/opt/conda", why="install it"),
+    sudo("curl", "-fsSL", "-o", conda.INSTALLER,
+         f"https://github.com/conda-forge/miniforge/releases/download/{VERSION}/"
+         f"Miniforge3-{VERSION}-Linux-x86_64.sh",
+         why=f"download Miniforge {VERSION} (conda-forge, BSD-3-Clause) for x86_64 with curl"),
+    sudo("sh", "-c", conda.CHECK_AND_INSTALL, "sh", X86_64_SHA256, conda.INSTALLER, "/opt/conda",
+         VERSION, why="install it only if its sha256 is the published one"),
     sudo("rm", "-f", conda.INSTALLER, why="remove the installer"),
 ]  # fmt: skip
 
@@ -234,10 +247,11 @@ def test_a_host_with_wget_only_downloads_miniforge_with_wget() -> None:
     replies = {**getent(), **has("wget"), "uname -m": ("aarch64\n", 0)}
     connection = CondaHost(stats={"/opt": "root root 755"}, replies=replies)
     commands, _ = plan(conda.ensure_conda, connection, LAB)
-    url = conda.MINIFORGE_URL.format(arch="aarch64")
+    url = conda.MINIFORGE_URL.format(version=VERSION, arch="aarch64")
     assert commands[0] == sudo("wget", "-q", "-O", conda.INSTALLER, url,
-                               why="download Miniforge (conda-forge, BSD-3-Clause) for aarch64 "
-                               "with wget")  # fmt: skip
+                               why=f"download Miniforge {VERSION} (conda-forge, BSD-3-Clause) "
+                               "for aarch64 with wget")  # fmt: skip
+    assert commands[1].argv[4] == conda.MINIFORGE_SHA256["aarch64"]
 
 
 def test_a_host_that_cannot_download_skips_conda_and_the_steps_that_need_it() -> None:
@@ -269,8 +283,13 @@ def test_a_compliant_miniforge_plans_nothing_and_says_why() -> None:
 
 @pytest.mark.parametrize(("home_root", "extra"), [
     ("root-755", []),
-    ("root-700", [sudo("chmod", "o+x", "/home/root",
-                       why="members must pass through /home/root (700) to reach conda; x only")]),
+    ("root-700", [
+        sudo("chgrp", "lab", "/home/root",
+             why="members must pass through /home/root (700) to reach conda; its group had no "
+             "rights"),
+        sudo("chmod", "g+x", "/home/root",
+             why="members must pass through /home/root (700) to reach conda; x only, for lab"),
+    ]),
 ])  # fmt: skip
 def test_the_labs_locked_anaconda_is_adopted_in_place_with_its_note(home_root, extra) -> None:
     stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
@@ -291,8 +310,10 @@ def test_move_conda_installs_at_the_prefix_and_leaves_the_old_install() -> None:
     replies = {**replies, **getent(), **ONLINE}
     connection = CondaHost(stats=stats, finds=offenders(LAB_ROOT), replies=replies)
     commands, reason = plan(conda.ensure_conda_moved, connection, LAB)
-    assert [c.argv[0] for c in commands] == ["curl", "bash", "rm", "chgrp", "chmod", "find"]
-    assert commands[1].why == f"install it; {LAB_ROOT} stays until you delete it"
+    assert [c.argv[0] for c in commands] == ["curl", "sh", "rm", "chown", "chmod"]
+    assert commands[1].why == (
+        f"install it only if its sha256 is the published one; {LAB_ROOT} stays until you delete it"
+    )
     assert not any(LAB_ROOT in str(command) for command in commands)
     assert reason == f"miniforge installed at /opt/conda; {LAB_ROOT} stays until you delete it"
 
@@ -329,6 +350,110 @@ def test_a_prefix_without_conda_is_not_overwritten() -> None:
         plan(conda.ensure_conda, connection, LAB)
 
 
+def test_the_downloaded_installer_runs_only_after_its_sha256_is_checked() -> None:
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies={**getent(), **ONLINE})
+    commands, _ = plan(conda.ensure_conda, connection, LAB)
+    ran = [c for c in commands if conda.INSTALLER in c.argv and c.argv[0] not in ("curl", "rm")]
+    assert [c.argv[:3] for c in ran] == [("sh", "-c", conda.CHECK_AND_INSTALL)]
+    assert ran[0].argv[3:] == ("sh", X86_64_SHA256, conda.INSTALLER, "/opt/conda", VERSION)
+    script = conda.CHECK_AND_INSTALL
+    assert script.index("sha256sum --check") < script.index('exec bash "$2"')
+    assert "/latest/" not in str(commands[0])  # a pinned release, never "latest"
+
+
+def check_and_install(tmp_path: Path, sha256: str) -> subprocess.CompletedProcess[str]:
+    """Run CHECK_AND_INSTALL here on a stand-in installer that leaves a mark when it runs."""
+    installer = tmp_path / "installer.sh"
+    installer.write_text(f'#!/bin/sh\necho "$@" > {shlex.quote(str(tmp_path / "ran"))}\n')
+    argv = ["sh", "-c", conda.CHECK_AND_INSTALL, "sh", sha256, str(installer),
+            str(tmp_path / "conda"), VERSION]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+
+def test_an_installer_whose_sha256_differs_is_deleted_and_nothing_runs(tmp_path: Path) -> None:
+    done = check_and_install(tmp_path, X86_64_SHA256)
+    assert done.returncode == 1
+    assert not (tmp_path / "ran").exists()
+    assert not (tmp_path / "installer.sh").exists()
+    [line] = done.stderr.splitlines()
+    assert line == (
+        f"{tmp_path}/installer.sh: its sha256 is not {X86_64_SHA256}, the published one of "
+        f"Miniforge {VERSION}, so it was deleted and nothing was run; run provision again, or "
+        "download it here and set conda_installer"
+    )
+
+
+def test_an_installer_with_the_published_sha256_runs_with_the_prefix(tmp_path: Path) -> None:
+    text = f'#!/bin/sh\necho "$@" > {shlex.quote(str(tmp_path / "ran"))}\n'
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
+    done = check_and_install(tmp_path, sha256)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ran").read_text() == f"-b -p {tmp_path}/conda\n"
+
+
+def test_an_architecture_without_a_pinned_installer_is_refused_before_downloading() -> None:
+    replies = {**getent(), **has("curl"), "uname -m": ("ppc64le\n", 0)}
+    connection = CondaHost(stats={"/opt": "root root 755"}, replies=replies)
+    with pytest.raises(ProvisionError, match=r"lab is ppc64le; gafkd pins Miniforge .* for "
+                       r"x86_64 and aarch64 only: .* set conda_installer for lab"):  # fmt: skip
+        plan(conda.ensure_conda, connection, LAB)
+
+
+@pytest.mark.parametrize("world", [False, True])
+def test_an_install_an_earlier_gafkd_left_group_writable_becomes_roots(world: bool) -> None:
+    stats, replies = conda_at("/opt/conda", "miniforge")
+    finds = offenders("/opt/conda", "/opt/conda/etc/profile.d/conda.sh", world)
+    connection = CondaHost(stats=stats, finds=finds, replies={**replies, **getent()})
+    host = Host("lab", users=("alice",), conda_world_readable=world)
+    commands, _ = plan(conda.ensure_conda, connection, host)
+    assert commands == perms("/opt/conda", world)
+    connection.finds = {}  # as chown and chmod leave it
+    assert plan(conda.ensure_conda, connection, host) == (
+        [],
+        "miniforge conda 24.11.3 at /opt/conda",
+    )
+
+
+@pytest.mark.parametrize(
+    ("home_root", "world", "expected"),
+    [
+        ("root lab 710", False, []),  # this step's own: lab may pass, not list
+        ("root root 701", False, []),  # an earlier gafkd's o+x: passable, left as it is
+        ("root admin 750", False, ["chmod o+x /home/root"]),  # its group uses it: x for all
+        ("root root 700", True, ["chmod o+x /home/root"]),
+        ("root lab 710", True, ["chmod o+x /home/root"]),
+    ],
+)
+def test_members_get_passage_through_the_folders_above_an_adopted_install(
+    home_root: str, world: bool, expected: list[str]
+) -> None:
+    stats, replies = conda_at(LAB_ROOT, "anaconda-home-root")
+    stats["/home/root"] = home_root
+    connection = CondaHost(stats=stats, replies={**replies, **getent()})
+    host = Host("lab", users=("alice",), conda_world_readable=world)
+    commands, _ = plan(conda.ensure_conda, connection, host)
+    assert [shlex.join(command.argv) for command in commands] == expected
+
+
+@pytest.mark.parametrize("parent", ["alice alice 755", "root lab 775", "root root 777"])
+def test_a_folder_above_the_install_that_a_member_could_write_is_refused(parent: str) -> None:
+    stats, replies = conda_at("/opt/conda", "miniforge")
+    stats["/opt"] = parent
+    connection = CondaHost(stats=stats, replies={**replies, **getent()})
+    with pytest.raises(ProvisionError, match=r"^/opt \(.*\) above the conda install lets someone "
+                       r"other than root replace the install"):  # fmt: skip
+        plan(conda.ensure_conda, connection, LAB)
+    connection.stats["/opt"] = "root root 1777"  # sticky: only root may move root's install
+    assert plan(conda.ensure_conda, connection, LAB)[0] == []
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_conda_world_readable_takes_true_or_false_only(value: object) -> None:
+    with pytest.raises(ProvisionError, match=r"conda_world_readable is .*; expected true"):
+        parse_host("lab", {"conda_world_readable": value})
+    assert parse_host("lab", {"conda_world_readable": True}).conda_world_readable
+
+
 def world_writable(command: Command) -> bool:
     """Whether a chmod, find -exec chmod or install -m mode lets others write."""
     argv = list(command.argv)
@@ -338,6 +463,20 @@ def world_writable(command: Command) -> bool:
         modes = [argv[argv.index("-m") + 1]] if "-m" in argv else []
     return any(
         re.search(r"(^|,)[oa]*[+=][rwxXst]*w", mode) or (mode.isdigit() and int(mode[-1]) & 2)
+        for mode in modes
+    )
+
+
+def group_writable(command: Command) -> bool:
+    """Whether a chmod or install -m mode lets the group write (a chmod that takes it is fine)."""
+    argv = list(command.argv)
+    if "chmod" in argv:
+        modes = [part for part in argv[argv.index("chmod") + 1 :] if not part.startswith("-")][:1]
+    else:
+        modes = [argv[argv.index("-m") + 1]] if "-m" in argv else []
+    return any(
+        re.search(r"(^|,)[ug]*g[ugo]*[+=][rwxXst]*w", mode)
+        or (mode.isdigit() and int(mode[-2]) & 2)
         for mode in modes
     )
 
@@ -357,6 +496,7 @@ def test_no_plan_ever_makes_the_prefix_world_writable(tmp_path: Path) -> None:
     ]
     commands = [command for commands in plans for command in commands]
     assert any(c.argv[:2] == ("chmod", "-R") for c in commands)
+    assert not [str(c) for c in commands if group_writable(c)]
     assert not [str(c) for c in commands if world_writable(c)]
     assert world_writable(sudo("chmod", "o+w", "/x"))
     assert world_writable(sudo("chmod", "-R", "777", "/x"))
@@ -367,12 +507,12 @@ def test_no_plan_ever_makes_the_prefix_world_writable(tmp_path: Path) -> None:
 # --- condarc -----------------------------------------------------------------------------------
 
 
-def test_condarc_sends_envs_home_and_shares_the_package_cache() -> None:
-    assert conda.condarc_text("/opt/conda", "miniforge") == conda.HEADER + (
-        "envs_dirs:\n  - ~/.conda/envs\npkgs_dirs:\n  - \"/opt/conda/pkgs\"\n"
+def test_condarc_sends_envs_and_package_caches_home() -> None:
+    assert conda.condarc_text("miniforge") == conda.HEADER + (
+        "envs_dirs:\n  - ~/.conda/envs\npkgs_dirs:\n  - ~/.conda/pkgs\n"
         "channels:\n  - conda-forge\n"
     )  # fmt: skip
-    anaconda = conda.condarc_text(LAB_ROOT, "anaconda")
+    anaconda = conda.condarc_text("anaconda")
     note = [line for line in anaconda.splitlines() if line.startswith("# ")][1:]
     assert " ".join(line[2:] for line in note) == ANACONDA_NOTE
 
@@ -385,33 +525,63 @@ def test_a_prefix_with_metacharacters_is_quoted_in_the_profile_hook() -> None:
     ]  # fmt: skip
 
 
-def condarc_host(**files: str) -> CondaHost:
-    stats, replies = conda_at("/opt/conda", "miniforge")
-    stats["/opt/conda/pkgs"] = output("stat", "lab-2775")
-    return CondaHost(stats=stats, replies={**replies, **getent()}, files=files)
+def condarc_host(stats: dict[str, str] | None = None, **files: str) -> CondaHost:
+    found, replies = conda_at("/opt/conda", "miniforge")
+    return CondaHost(stats={**found, **(stats or {})}, replies={**replies, **getent()}, files=files)
 
 
-CONDARC = conda.condarc_text("/opt/conda", "miniforge")
+CONDARC = conda.condarc_text("miniforge")
 HOOK = conda.profile_hook_text("/opt/conda")
 CONDARC_REASON = (
-    "/opt/conda/.condarc gives per-user envs and a shared cache; /etc/profile.d/conda.sh loads it"
+    "/opt/conda/.condarc gives per-user envs and package caches in ~/.conda; "
+    "/etc/profile.d/conda.sh loads conda; both root's, read-only to others"
 )
+WRITE_CONDARC = sudo(
+    "install", "-D", "-o", "root", "-g", "lab", "-m", "0640", STDIN, "/opt/conda/.condarc",
+    stdin=CONDARC,
+    why="per-user envs and package cache in ~/.conda, conda-forge; only root may write it",
+)  # fmt: skip
+WRITE_HOOK = write_file(
+    conda.PROFILE_HOOK, HOOK,
+    why="login shells load conda from /opt/conda; only root may write the hook",
+)  # fmt: skip
 
 
 def test_condarc_and_hook_are_written_when_they_differ_then_nothing() -> None:
     connection = condarc_host(**{"/opt/conda/.condarc": "channels:\n  - conda-forge\n"})
     commands, reason = plan(conda.ensure_condarc, connection, LAB)
-    assert commands == [
-        sudo("install", "-D", "-o", "root", "-g", "lab", "-m", "0664", STDIN,
-             "/opt/conda/.condarc", stdin=CONDARC,
-             why="per-user envs in ~/.conda/envs, one shared package cache, conda-forge"),
-        write_file(conda.PROFILE_HOOK, HOOK, why="login shells load conda from /opt/conda"),
-    ]  # fmt: skip
+    assert commands == [WRITE_CONDARC, WRITE_HOOK]
     assert reason == CONDARC_REASON
     outcomes = run_host(connection, LAB, [("condarc", conda.ensure_condarc)], dry=False, echo=print)
     assert [o.status for o in outcomes] == ["changed"]
     assert connection.files["/opt/conda/.condarc"] == CONDARC
+    assert connection.stats["/opt/conda/.condarc"] == "root lab 640"
     assert plan(conda.ensure_condarc, connection, LAB) == ([], CONDARC_REASON)
+
+
+@pytest.mark.parametrize(
+    ("condarc", "hook", "expected"),
+    [
+        ("root lab 664", "root root 644", [WRITE_CONDARC]),  # what an earlier gafkd left
+        ("alice lab 640", "root root 644", [WRITE_CONDARC]),
+        ("root lab 640", "alice lab 644", [WRITE_HOOK]),
+        ("root lab 640", "root lab 664", [WRITE_HOOK]),
+        ("root lab 640", "root root 644", []),
+    ],
+)
+def test_a_condarc_or_hook_that_others_could_change_is_rewritten_as_roots(
+    condarc: str, hook: str, expected: list[Command]
+) -> None:
+    stats = {"/opt/conda/.condarc": condarc, conda.PROFILE_HOOK: hook}
+    files = {"/opt/conda/.condarc": CONDARC, conda.PROFILE_HOOK: HOOK}
+    connection = condarc_host(stats, **files)
+    assert plan(conda.ensure_condarc, connection, LAB)[0] == expected
+
+
+def test_a_world_readable_install_gets_a_condarc_that_all_may_read() -> None:
+    connection = condarc_host()
+    commands, _ = plan(conda.ensure_condarc, connection, Host("lab", conda_world_readable=True))
+    assert commands[0].argv[:8] == ("install", "-D", "-o", "root", "-g", "lab", "-m", "0644")
 
 
 def test_the_adopted_anaconda_condarc_carries_the_tos_note() -> None:
@@ -420,7 +590,10 @@ def test_the_adopted_anaconda_condarc_carries_the_tos_note() -> None:
     commands, reason = plan(conda.ensure_condarc, connection, LAB)
     assert commands[0].argv[-1] == f"{LAB_ROOT}/.condarc"
     assert "Anaconda's repository" in str(commands[0].stdin)
-    assert commands[1].argv[-1] == f"{LAB_ROOT}/pkgs"  # missing shared cache made, setgid
+    assert [command.argv[-1] for command in commands] == [
+        f"{LAB_ROOT}/.condarc",
+        conda.PROFILE_HOOK,
+    ]
     assert reason.endswith(ANACONDA_NOTE)
 
 
@@ -461,7 +634,7 @@ def env_commands(user: str, gid: int, verb: str, why: str, sha: str = SHA) -> li
     path = f"/home/{user}/.conda/envs/gafkd"
     prune = ("--prune",) if verb == "update" else ()
     return [
-        sudo("sudo", "-u", user, "-H", "--", "sh", "-c", envs.UMASK_002, "sh",
+        sudo("sudo", "-u", user, "-H", "--", "sh", "-c", envs.UMASK_022, "sh",
              "/opt/conda/bin/conda", "env", verb, "-f", SHARED_YML, "-p", path, *prune,
              why=f"{why}: {verb} it as {user}"),
         sudo("install", "-o", user, "-g", str(gid), "-m", "0644", STDIN, f"{path}/{STAMP}",
@@ -508,13 +681,29 @@ def test_current_envs_plan_nothing_and_say_why() -> None:
 
 def test_one_users_env_writable_by_another_is_fixed() -> None:
     writable = shlex.join((ALICE_ENV, "!", "-type", "l", "-perm", "/022"))
-    foreign = shlex.join((ALICE_ENV, "!", "-user", "alice"))
+    foreign = shlex.join((ALICE_ENV, "!", "-user", "alice", "!", "-user", "root"))
     connection = envs_host(finds={writable: f"{ALICE_ENV}/lib", foreign: f"{ALICE_ENV}/bin/x"})
     built(connection, "alice")
     built(connection, "bob")
     commands, _ = plan(envs.ensure_envs, connection, TWO)
     assert commands == [
-        sudo("chown", "-R", "alice", ALICE_ENV, why="alice owns alice's gafkd"),
+        sudo(
+            "find",
+            ALICE_ENV,
+            "!",
+            "-user",
+            "alice",
+            "!",
+            "-user",
+            "root",
+            "-exec",
+            "chown",
+            "-h",
+            "alice",
+            "{}",
+            "+",
+            why="alice owns alice's gafkd (root's files stay)",
+        ),
         sudo("chmod", "-R", "go-w", ALICE_ENV, why="only alice may write alice's gafkd"),
     ]
 

@@ -231,7 +231,7 @@ REAL_INSTALLER = pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("alias", ["stand-in", pytest.param("installer", marks=REAL_INSTALLER)])
-def test_an_uploaded_installer_gives_a_group_owned_conda_then_nothing(
+def test_an_uploaded_installer_gives_a_root_owned_conda_the_group_reads_then_nothing(
     testhost, config, alias: str
 ) -> None:
     undo_all(testhost)
@@ -242,13 +242,11 @@ def test_an_uploaded_installer_gives_a_group_owned_conda_then_nothing(
             assert statuses(done) == {step: "changed"}
         prefix = testhost.root / "opt/conda"
         assert (prefix / "bin/conda").is_file()
-        owner = testhost.inside("stat", "-c", "%G %a", "/opt/conda").stdout.split()
-        assert owner[0] == "lab"
-        assert int(owner[1], 8) & 0o2070 == 0o2070  # setgid, group rwx
+        owner = testhost.inside("stat", "-c", "%U %G %a", "/opt/conda").stdout.split()
+        assert owner == ["root", "lab", "750"]  # root's; the group reads and enters it
         assert world_writable(testhost, "/opt/conda") == []
         condarc = (prefix / ".condarc").read_text()
-        assert "envs_dirs:\n  - ~/.conda/envs\n" in condarc
-        assert '"/opt/conda/pkgs"' in condarc
+        assert "envs_dirs:\n  - ~/.conda/envs\npkgs_dirs:\n  - ~/.conda/pkgs\n" in condarc
         login = testhost.inside("su", "-", "alice", "-c", "type conda && id -nG")
         assert login.returncode == 0, login.stderr
         assert "conda is a function" in login.stdout  # the hook loads it for a lab member
