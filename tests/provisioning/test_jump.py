@@ -46,7 +46,8 @@ def jump_files(hosts: list[Any], folder: Path, gateway_key: str | None) -> Host:
     lines = gateway.known_hosts.read_text().splitlines()
     mine = [line for line in lines if gateway.address in line.split()[0]]
     theirs = [line for line in lines if line not in mine]
-    assert mine and theirs
+    assert mine
+    assert theirs
     if gateway_key == "other":
         theirs += [f"{line.split()[0]} {OTHER_KEY}" for line in mine]
     elif gateway_key == "kept":
@@ -58,7 +59,9 @@ def jump_files(hosts: list[Any], folder: Path, gateway_key: str | None) -> Host:
     return Host(target.alias, ssh_config=str(folder / "ssh_config"), known_hosts=known)
 
 
-def test_a_jump_host_with_a_known_key_takes_us_to_the_host(hosts: list[Any], tmp_path: Path) -> None:
+def test_a_jump_host_with_a_known_key_takes_us_to_the_host(
+    hosts: list[Any], tmp_path: Path
+) -> None:
     connection = connect(jump_files(hosts, tmp_path / "ok", "kept"))
     try:
         assert connection.gateway.is_connected  # type: ignore[attr-defined]
@@ -79,7 +82,8 @@ def test_a_jump_host_whose_key_is_not_known_is_refused_in_one_line(
     assert message.startswith("the host key of jump host testhost (127.0.0.2:"), message
     assert "on the way to testhost2" in message
     assert f"is not in {host.known_hosts}, so it is refused" in message
-    assert "ssh-keyscan -t ed25519 -p" in message and "127.0.0.2" in message
+    assert "ssh-keyscan -t ed25519 -p" in message
+    assert "127.0.0.2" in message
     assert "\n" not in message
 
 
