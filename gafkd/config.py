@@ -189,17 +189,27 @@ def check_override(item: str) -> Any:
     key, _, raw = item.partition("=")
     key = key.strip()
     where = "the sbatch script" if key.startswith("slurm.") else "the run's config and commands"
-    shown = key if key.isprintable() else repr(key)
+    shown = f"--set {key if key.isprintable() else repr(key)}"
     for text in (key, raw, *(() if key.startswith("slurm.") else _strings(parse_value(raw)))):
-        found = CONTROL.search(text)
-        if found:
-            character = found.group()
-            name = CONTROL_NAMES.get(character, f"control character {ord(character):#04x}")
-            raise ConfigError(
-                f"--set {shown}: {name} is not allowed in a value that reaches {where}; "
-                "write the value on one line, without control characters"
-            )
+        check_text(text, shown, f"a value that reaches {where}")
     return raw if key.startswith("slurm.") else parse_value(raw)
+
+
+def check_text(text: str, what: str, where: str) -> None:
+    """Refuse a control character (newline, tab, ...) in `text`, one line naming `what`.
+
+    >>> check_text("lab\\nx", "--set slurm.account", "the sbatch script")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    gafkd.config.ConfigError: --set slurm.account: a newline is not allowed in the sbatch ...
+    """
+    found = CONTROL.search(text)
+    if found:
+        character = found.group()
+        name = CONTROL_NAMES.get(character, f"control character {ord(character):#04x}")
+        raise ConfigError(
+            f"{what}: {name} is not allowed in {where}; write it on one line, without control "
+            "characters"
+        )
 
 
 def _strings(value: Any) -> list[str]:

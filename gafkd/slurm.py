@@ -35,7 +35,7 @@ from gafkd.batch import (
     read_plan,
     request_cancel,
 )
-from gafkd.config import ConfigError, check_override
+from gafkd.config import ConfigError, check_override, check_text
 from gafkd.grid import check_name
 from gafkd.slurm_state import run_slurm
 
@@ -117,6 +117,9 @@ def submit(
     from gafkd.launch import plan_grid, write_plan
 
     grid_sets, options = split_options(overrides, defaults)
+    resolved = str(root.resolve())
+    shown = resolved if resolved.isprintable() else repr(resolved)
+    check_text(resolved, f"--root {shown}", "a folder that the sbatch script names")
     planned = None
     if resume:
         plan = read_plan(root, grid)

@@ -160,3 +160,14 @@ def test_the_resolved_config_with_a_tricky_string_round_trips(tmp_path: Path) ->
 def test_the_shipped_grids_still_plan(tmp_path: Path) -> None:
     for grid in ("kd_alpha", "kd_gaf", "gaf_teachers"):
         assert plan_grid(grid, WATCH, tmp_path)
+
+
+def test_a_root_folder_with_a_newline_is_refused_before_the_sbatch_script_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_slurm(monkeypatch)
+    root = tmp_path / "lab\ntouch x"
+    root.mkdir()
+    with pytest.raises(ConfigError, match=r"^--root .*: a newline is not allowed in a folder"):
+        launch("kd_alpha", WATCH, root, dry=True, backend="slurm")
+    assert list(root.iterdir()) == []
