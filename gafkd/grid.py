@@ -46,7 +46,7 @@ from gafkd.config import (
 )
 
 AXIS_DATASET = "dataset"  # an axis of preset names, merged from gafkd/grids/datasets.toml
-NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # grid, stage and role names: no leading dot
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # grid and stage names: no leading dot
 
 
 @dataclass(frozen=True)
