@@ -35,8 +35,10 @@ def resolve_config_path(name: str) -> Path:
     )
 
 
-def show_status(root: Path, grid: str | None, as_json: bool, watch: bool) -> None:
-    """Print the status screen (or JSON), once or refreshed."""
+def show_status(
+    root: Path, grid: str | None, as_json: bool, watch: bool, frame: str | None = None
+) -> None:
+    """Print the status screen (or JSON, between two `frame` lines if given), once or refreshed."""
     import json
 
     from rich.console import Console
@@ -46,7 +48,8 @@ def show_status(root: Path, grid: str | None, as_json: bool, watch: bool) -> Non
     if watch:
         status.watch(root, grid=grid)
     elif as_json:
-        print(json.dumps(status.collect(root, grid=grid), indent=2))
+        text = json.dumps(status.collect(root, grid=grid), indent=2)
+        print(f"{frame}\n{text}\n{frame}" if frame else text, flush=True)
     else:
         Console().print(status.render(status.collect(root, grid=grid)))
 
@@ -110,6 +113,13 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--grid", default=None, help="only this grid's batch")
     status.add_argument("--json", action="store_true", help="print JSON for scripts")
     status.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    status.add_argument(
+        "--frame",
+        default=None,
+        metavar="MARKER",
+        help="with --json: a line MARKER before and after the JSON, so that a caller finds it "
+        "among what a login banner or wrapper prints (invoke status --host)",
+    )
     results = commands.add_parser(
         "results", parents=[root], help="mean ± std over seeds: markdown, CSV and a plot"
     )
@@ -171,7 +181,7 @@ def run_command(args: argparse.Namespace) -> int:
             on_reboot=args.on_reboot,
         )
     elif args.command == "status":
-        show_status(args.root, args.grid, as_json=args.json, watch=args.watch)
+        show_status(args.root, args.grid, as_json=args.json, watch=args.watch, frame=args.frame)
     elif args.command == "results":
         from gafkd.launch import print_results
         from gafkd.results import LAB_REFERENCE

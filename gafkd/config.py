@@ -17,10 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import tomli_w
+
 TeacherRole = Literal["signal", "image"]
 
 
 MODEL_NAME = re.compile(r"wrn(\d+)_(\d+)")  # wrn<depth>_<width>
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # newline, tab and the rest: never in a --set value
+CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
 
 
 class ConfigError(ValueError):
@@ -150,18 +154,73 @@ def apply_overrides(table: dict[str, Any], overrides: Sequence[str]) -> dict[str
     """Return a copy of `table` with each ``dotted.key=value`` set; values are read as TOML."""
     table = _deep_copy(table)
     for item in overrides:
-        key, sep, raw = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not key=value; write e.g. train.epochs=5")
-        value = parse_value(raw)
-        *parents, leaf = key.strip().split(".")
-        node = table
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part} is a value, not a table")
-        node[leaf] = value
+        _set(table, key.strip(), check_override(item), item)
     return table
+
+
+def apply_values(table: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a copy of `table` with each dotted key of `values` set to its (parsed) value."""
+    table = _deep_copy(table)
+    for key, value in values.items():
+        _set(table, key, value, f"{key}={value!r}")
+    return table
+
+
+def _set(table: dict[str, Any], key: str, value: Any, item: str) -> None:
+    *parents, leaf = key.split(".")
+    node = table
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is a value, not a table")
+    node[leaf] = value
+
+
+def check_override(item: str) -> Any:
+    """A ``--set key=value`` item's value, read as TOML; a control character is refused.
+
+    Values reach the sbatch script, the runner's command lines and TOML files, so a newline,
+    tab or other control character in the key, the text or a parsed string is one error naming
+    the key. ``slurm.*`` settings are kept as text (:mod:`gafkd.slurm`), the rest read as TOML.
+    """
+    key, _, raw = item.partition("=")
+    key = key.strip()
+    where = "the sbatch script" if key.startswith("slurm.") else "the run's config and commands"
+    shown = f"--set {key if key.isprintable() else repr(key)}"
+    for text in (key, raw, *(() if key.startswith("slurm.") else _strings(parse_value(raw)))):
+        check_text(text, shown, f"a value that reaches {where}")
+    return raw if key.startswith("slurm.") else parse_value(raw)
+
+
+def check_text(text: str, what: str, where: str) -> None:
+    """Refuse a control character (newline, tab, ...) in `text`, one line naming `what`.
+
+    >>> check_text("lab\\nx", "--set slurm.account", "the sbatch script")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    gafkd.config.ConfigError: --set slurm.account: a newline is not allowed in the sbatch ...
+    """
+    found = CONTROL.search(text)
+    if found:
+        character = found.group()
+        name = CONTROL_NAMES.get(character, f"control character {ord(character):#04x}")
+        raise ConfigError(
+            f"{what}: {name} is not allowed in {where}; write it on one line, without control "
+            "characters"
+        )
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a parsed ``--set`` value (lists and tables included)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for part in value for text in _strings(part)]
+    if isinstance(value, Mapping):
+        return [text for k, v in value.items() for text in (k, *_strings(v))]
+    return []
 
 
 def parse_value(raw: str) -> Any:
@@ -201,21 +260,16 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def dump_toml(table: Mapping[str, Any]) -> str:
-    """Write nested dicts of scalars and lists as TOML (enough for resolved configs)."""
-    lines: list[str] = []
+    r"""Write nested dicts of scalars and lists as TOML (tomli-w): every string and key reads
+    back equal, quotes, backslashes and control characters escaped.
 
-    def emit(prefix: str, node: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in node.items() if not isinstance(v, Mapping)}
-        tables = {k: v for k, v in node.items() if isinstance(v, Mapping)}
-        if prefix and (scalars or not tables):
-            lines.append(f"\n[{prefix}]")
-        for key, value in scalars.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-        for key, value in tables.items():
-            emit(f"{prefix}.{key}" if prefix else key, value)
-
-    emit("", table)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    >>> print(dump_toml({"name": 'say "hi"', "train": {"epochs": 2}}), end="")
+    name = "say \"hi\""
+    <BLANKLINE>
+    [train]
+    epochs = 2
+    """
+    return tomli_w.dumps(table)
 
 
 def resolve_teacher_paths(config: RunConfig, base: Path) -> RunConfig:
@@ -325,18 +379,6 @@ def _check_ranges(config: Any, where: str) -> None:
         raise ConfigError(
             f"teacher {where!r}: give exactly one of run = '<run dir>' or config = '<file>'"
         )
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
 
 
 def _deep_copy(table: Mapping[str, Any]) -> dict[str, Any]:

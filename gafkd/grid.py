@@ -35,9 +35,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from gafkd.config import ConfigError, apply_overrides, from_dict, read_toml, to_dict
+from gafkd.config import (
+    ConfigError,
+    apply_overrides,
+    apply_values,
+    check_override,
+    from_dict,
+    read_toml,
+    to_dict,
+)
 
 AXIS_DATASET = "dataset"  # an axis of preset names, merged from gafkd/grids/datasets.toml
+NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # grid and stage names: no leading dot
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,7 @@ def parse_grid(table: Mapping[str, Any], where: str = "grid") -> Grid:
         raise ConfigError(
             f"{where}: unknown key {unknown[0]!r}; a grid has name, axes, base, stages"
         )
+    name = check_name(table.get("name", Path(where).stem), "grid name", where)
     stages = []
     for i, stage in enumerate(table.get("stages", [])):
         bad = sorted(set(stage) - {"name", "base", "axes", "teachers"})
@@ -104,7 +114,7 @@ def parse_grid(table: Mapping[str, Any], where: str = "grid") -> Grid:
             raise ConfigError(f"{where}: stage {i + 1} needs a name and only base, axes, teachers")
         stages.append(
             Stage(
-                name=stage["name"],
+                name=check_name(stage["name"], "stage name", where),
                 base=stage.get("base", {}),
                 axes=_axes(stage.get("axes", {}), f"{where}: stage {stage['name']}"),
                 teachers=dict(stage.get("teachers", {})),
@@ -121,12 +131,28 @@ def parse_grid(table: Mapping[str, Any], where: str = "grid") -> Grid:
                     f"{role!r}, which is not an earlier stage (stages: {', '.join(names)})"
                 )
     return Grid(
-        name=str(table.get("name", Path(where).stem)),
+        name=name,
         stages=tuple(stages),
         base=table.get("base", {}),
         axes=_axes(table.get("axes", {}), where),
         description=str(table.get("description", "")),
     )
+
+
+def check_name(name: Any, what: str, where: str = "") -> str:
+    """A grid or stage name: it becomes a folder (``runs/<grid>/<stage>``) and a Slurm job name
+    (``gafkd-<grid>-<stage>``), so only letters, digits, '_', '-' and '.', not starting with '.'.
+
+    >>> check_name("kd_alpha", "grid name")
+    'kd_alpha'
+    """
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        at = f"{where}: " if where else ""
+        raise ConfigError(
+            f"{at}{what} {name!r} is not a plain name; use letters, digits, '_', '-' and '.' "
+            "(not first), e.g. kd_alpha: it names folders and Slurm jobs"
+        )
+    return name
 
 
 def dataset_presets() -> dict[str, dict[str, Any]]:
@@ -188,9 +214,7 @@ def _plan_run(
                 f"grid {grid.name!r}: unknown dataset {name!r}; presets: {', '.join(presets)}"
             )
         table = _merge(table, presets[name])
-    for key, value in own.items():
-        if key not in (AXIS_DATASET, "seed"):
-            table = apply_overrides(table, [f"{key}={_toml(value)}"])
+    table = apply_values(table, {k: v for k, v in own.items() if k not in (AXIS_DATASET, "seed")})
     table = apply_overrides(table, config_overrides)
     run_dir = f"{root}/{grid.name}/{run_id}"
     table |= {"name": f"{grid.name}/{run_id}", "seed": seed, "out_dir": run_dir}
@@ -240,10 +264,10 @@ def _split_overrides(
     axis_overrides: dict[str, tuple[Any, ...]] = {}
     config_overrides = []
     for item in overrides:
-        key, sep, raw = item.partition("=")
+        key, sep, _ = item.partition("=")
         key = key.strip()
         if sep and key in axis_names:
-            value = apply_overrides({}, [f"v={raw}"])["v"]
+            value = check_override(item)
             axis_overrides[key] = tuple(value) if isinstance(value, list) else (value,)
         elif sep and key == AXIS_DATASET:
             raise ConfigError(f"grid {grid.name!r} has no dataset axis; set data.* keys instead")
@@ -281,14 +305,6 @@ def _slug(axes: Mapping[str, Any]) -> str:
             short = _SHORT.get(key, key.rsplit(".", 1)[-1])
         parts.append(f"{short}-{value}")
     return re.sub(r"[^A-Za-z0-9.+=_-]", "-", "_".join(parts)) or "default"
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
 
 
 _NOT_GRIDS = {"datasets", "reference_lab"}

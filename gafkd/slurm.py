@@ -35,7 +35,8 @@ from gafkd.batch import (
     read_plan,
     request_cancel,
 )
-from gafkd.config import ConfigError
+from gafkd.config import ConfigError, check_override, check_text
+from gafkd.grid import check_name
 from gafkd.slurm_state import run_slurm
 
 PREFIX = "slurm."  # --set slurm.partition=gpu
@@ -60,7 +61,11 @@ class SlurmOptions:
 def split_options(
     overrides: Sequence[str], defaults: SlurmOptions = SlurmOptions()
 ) -> tuple[list[str], SlurmOptions]:
-    """Separate ``slurm.KEY=VALUE`` settings from the grid's ``--set`` overrides."""
+    """Separate ``slurm.KEY=VALUE`` settings from the grid's ``--set`` overrides.
+
+    Each value becomes a line of the sbatch script, so a control character is refused here,
+    before anything else, with one line naming the key.
+    """
     kinds = {f.name: f.type for f in fields(SlurmOptions)}
     grid_sets: list[str] = []
     values: dict[str, Any] = asdict(defaults)
@@ -74,6 +79,7 @@ def split_options(
                 f"--set {item!r} is not a Slurm setting; expected slurm.KEY=VALUE with KEY one of "
                 f"{', '.join(kinds)} (docs/scale-out.md)"
             )
+        check_override(item)
         kind = {"int": int, "float": float}.get(str(kinds[key]), str)
         try:
             values[key] = kind(text)
@@ -111,6 +117,9 @@ def submit(
     from gafkd.launch import plan_grid, write_plan
 
     grid_sets, options = split_options(overrides, defaults)
+    resolved = str(root.resolve())
+    shown = resolved if resolved.isprintable() else repr(resolved)
+    check_text(resolved, f"--root {shown}", "a folder that the sbatch script names")
     planned = None
     if resume:
         plan = read_plan(root, grid)
@@ -119,6 +128,8 @@ def submit(
         name = Path(grid).stem if grid.endswith(".toml") else grid
         planned = plan_grid(grid, grid_sets, root)
         runs = [asdict(r) | {"needs": list(r.needs)} for r in planned]
+    for part, what in [(name, "grid name"), *((run["stage"], "stage name") for run in runs)]:
+        check_name(part, what, "Slurm job name")  # gafkd-<grid>-<stage>: a line of the script
     _require_commands()
     _check_partition(options.partition)
     done = {run["id"] for run in runs if rundir.read_result(root / run["run_dir"]) is not None}

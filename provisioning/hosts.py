@@ -240,7 +240,11 @@ class LocalConnection:
 
 
 def connect(host: Host) -> Connection:
-    """Open a connection to ``host``; an unknown or changed host key is refused."""
+    """Open a connection to ``host``; an unknown or changed host key is refused.
+
+    A ``ProxyJump`` hop (Fabric's ``gateway`` connection, one per hop) is checked the same way,
+    against the same known_hosts, and opened first, so an error names the hop that failed.
+    """
     if host.alias == LOCAL:
         return LocalConnection()
     import paramiko
@@ -250,34 +254,51 @@ def connect(host: Host) -> Connection:
     ssh_config, known_hosts = ssh_files(host)
     config = Config(runtime_ssh_path=str(ssh_config)) if host.ssh_config else None
     connection = FabricConnection(host.alias, config=config)
-    if known_hosts.is_file():
-        connection.client.load_host_keys(str(known_hosts))
-    connection.client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    target = f"{connection.host}:{connection.port}"
+    hops = [connection]  # the host, then its gateway, the gateway's gateway, ...
+    while isinstance(hops[-1].gateway, FabricConnection):
+        hops.append(hops[-1].gateway)
+    for hop in hops:
+        if known_hosts.is_file():
+            hop.client.load_host_keys(str(known_hosts))
+        hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    for hop in reversed(hops):  # the first hop has no gateway; each opens through the one before
+        if hop is connection:
+            _open(hop, host.alias, "", ssh_config, known_hosts)
+        else:
+            _open(hop, hop.original_host, host.alias, ssh_config, known_hosts)
+    return connection  # type: ignore[no-any-return]
+
+
+def _open(connection: Any, name: str, jump_to: str, ssh_config: Path, known_hosts: Path) -> None:
+    """Open one hop, ``name`` (the jump host to ``jump_to``, if given); ssh's failures become
+    one line naming it."""
+    import paramiko
+
+    what = f"{name} ({connection.host}:{connection.port})"
+    what = f"jump host {what} on the way to {jump_to}" if jump_to else what
     try:
         connection.open()
     except paramiko.BadHostKeyException:
         raise ProvisionError(
-            f"the host key of {host.alias} ({target}) differs from the one in {known_hosts}: "
+            f"the host key of {what} differs from the one in {known_hosts}: "
             "the server was reinstalled or someone is in between. Ask the admin for the new "
             "fingerprint before removing the old key with ssh-keygen -R"
         ) from None
     except paramiko.AuthenticationException as error:
         raise ProvisionError(
-            f"ssh login to {host.alias} ({target}) failed: {error}; check User and IdentityFile "
-            f"for this alias in {ssh_config}"
+            f"ssh login to {what} failed: {error}; check User and IdentityFile "
+            f"for {name} in {ssh_config}"
         ) from None
     except paramiko.SSHException as error:
         if "not found in known_hosts" not in str(error):
-            raise ProvisionError(f"ssh to {host.alias} ({target}) failed: {error}") from None
+            raise ProvisionError(f"ssh to {what} failed: {error}") from None
         raise ProvisionError(
-            f"the host key of {host.alias} ({target}) is not in {known_hosts}, so it is refused. "
-            f"Check its fingerprint with the admin, then trust it: ssh {host.alias} once by hand, "
+            f"the host key of {what} is not in {known_hosts}, so it is refused. "
+            f"Check its fingerprint with the admin, then trust it: ssh {name} once by hand, "
             f"or ssh-keyscan -t ed25519 -p {connection.port} -H {connection.host} >> {known_hosts}"
         ) from None
     except (OSError, socket.gaierror) as error:
         raise ProvisionError(
-            f"cannot reach {host.alias} ({target}): {error}; check HostName and Port for this "
-            f"alias in {ssh_config} (Fabric ignores Include lines) and that the host is up"
+            f"cannot reach {what}: {error}; check HostName and Port for {name} in "
+            f"{ssh_config} (Fabric ignores Include lines) and that the host is up"
         ) from None
-    return connection  # type: ignore[no-any-return]

@@ -12,6 +12,7 @@ never imports gafkd.
 from __future__ import annotations
 
 import json
+import secrets
 import shlex
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,9 +90,53 @@ def gafkd(
 
 
 def status(connection: Connection, host: Host, grid: str | None = None) -> dict[str, Any]:
-    """``gafkd status --json`` on the host: one round trip, the dict the status screen draws."""
-    args = ("status", "--json", *(("--grid", grid) if grid else ()))
-    return json.loads(gafkd(connection, host, *args, what="gafkd status").stdout)  # type: ignore[no-any-return]
+    """``gafkd status --json`` on the host: one round trip, the dict the status screen draws.
+
+    gafkd prints the JSON between two lines of a marker made for this request, so a login
+    banner or a wrapper script printing around it does not matter (:func:`parse_status`).
+    """
+    marker = f"gafkd-status-{secrets.token_hex(8)}"
+    args = ("status", "--json", "--frame", marker, *(("--grid", grid) if grid else ()))
+    try:
+        result = gafkd(connection, host, *args, what="gafkd status")
+    except ProvisionError as error:
+        if "unrecognized arguments: --frame" not in str(error):
+            raise
+        raise ProvisionError(
+            f"the gafkd on {host.alias} is older than this one (its status has no --frame); "
+            f"update it: invoke sync --host {host.alias}"
+        ) from None
+    return parse_status(result.stdout, marker, host)
+
+
+def parse_status(text: str, marker: str, host: Host) -> dict[str, Any]:
+    """The JSON between the first two lines that are ``marker``; what is around it is ignored.
+
+    >>> parse_status('Welcome!\\nM\\n{"batches": []}\\nM\\nbye\\n', "M", Host("lab"))
+    {'batches': []}
+    """
+    lines = [line.rstrip("\r") for line in text.splitlines()]
+    marks = [index for index, line in enumerate(lines) if line == marker]
+    if len(marks) < 2:
+        first = next((line.strip() for line in lines if line.strip()), "")
+        shown = f"it printed {first[:80]!r} and no status" if first else "it printed nothing"
+        raise ProvisionError(
+            f"gafkd status on {host.alias}: {shown} (the JSON between two {marker} lines); "
+            f"check what its login scripts and python ({host.python}) print"
+        )
+    try:
+        found = json.loads("\n".join(lines[marks[0] + 1 : marks[1]]))
+    except json.JSONDecodeError as error:
+        raise ProvisionError(
+            f"gafkd status on {host.alias}: the status it printed between the markers is not "
+            f"JSON ({error}); run gafkd status --json there to see it"
+        ) from None
+    if not isinstance(found, dict):
+        raise ProvisionError(
+            f"gafkd status on {host.alias}: the status it printed between the markers is "
+            f"{type(found).__name__}, not a JSON object; run gafkd status --json there"
+        )
+    return found
 
 
 def read_project(connection: Connection, host: Host) -> tuple[str, str, str] | None:

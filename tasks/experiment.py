@@ -151,8 +151,11 @@ def launch(
         if host:
             if foreground:
                 raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
+            from gafkd.config import check_override
             from provisioning import remote
 
+            for item in set or []:
+                check_override(item)  # before anything is synced or runs on the host
             lab, connection = connect_one(c, host)
             backend = backend or lab.backend
             sets = [*(lab.slurm if backend == "slurm" else ()), *(set or [])]  # --set wins

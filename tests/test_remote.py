@@ -273,3 +273,74 @@ def crontab(host: Any) -> list[str]:
     listed = ssh(host, "crontab", "-l")
     assert listed.returncode == 0 or "no crontab" in listed.stderr, listed.stderr
     return listed.stdout.splitlines()
+
+
+def wrapper(folder: Path, before: str, after: str) -> Path:
+    """A python that prints text around what gafkd prints, as a site's wrapper script may."""
+    path = folder / "python"
+    path.write_text(
+        f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(before)}\n{shlex.quote(sys.executable)} \"$@\"\n"
+        f"status=$?\nprintf '%s\\n' {shlex.quote(after)}\nexit $status\n"
+    )
+    path.chmod(0o755)
+    return path
+
+
+def test_status_finds_its_json_between_text_a_wrapper_prints_around_it(tmp_path: Path) -> None:
+    python = wrapper(tmp_path, "Welcome to the lab {\n[motd]", "} bye")
+    (tmp_path / "lab").mkdir()
+    host = Host("local", lab_dir=str(tmp_path / "lab"), python=str(python))
+    found = remote.status(LocalConnection(), host)
+    assert found["batches"] == []
+
+
+def test_status_json_is_read_between_its_markers_only() -> None:
+    text = 'Welcome {"x": 1}\r\nMARK\r\n{"batches": []}\r\nMARK\r\n{ logout banner\n'
+    assert remote.parse_status(text, "MARK", Host("lab")) == {"batches": []}
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("Welcome to the lab\n{}\n", "it printed 'Welcome to the lab' and no status"),
+        ("", "it printed nothing"),
+        ("MARK\n{not json\nMARK\n", "the status it printed between the markers is not JSON"),
+    ],
+)
+def test_status_without_its_frame_is_one_line_naming_the_host(text: str, says: str) -> None:
+    with pytest.raises(ProvisionError) as error:
+        remote.parse_status(text, "MARK", Host("lab"))
+    message = str(error.value)
+    assert message.startswith("gafkd status on lab: "), message
+    assert says in message
+    assert "\n" not in message
+
+
+def test_a_host_whose_gafkd_has_no_frame_says_to_update_it() -> None:
+    from invoke.runners import Result
+
+    class Old:
+        def run(self, command: str, **_: Any) -> Result:
+            stderr = "usage: gafkd ...\ngafkd: error: unrecognized arguments: --frame x\n"
+            return Result(stdout="", stderr=stderr, exited=2, command=command)
+
+    with pytest.raises(ProvisionError, match=r"^the gafkd on lab is older .*invoke sync --host"):
+        remote.status(Old(), Host("lab"))  # type: ignore[arg-type]
+
+
+@pytest.mark.ssh
+def test_status_host_reads_through_a_login_banner(labhost: Any, config: Path) -> None:
+    host = parse_host(labhost.alias, labhost.settings())
+    connection = connect(host)
+    remote.sync(connection, host, dry=False, echo=lambda line: None)  # this checkout, installed
+    remote.ensure_project(connection, host, __import__("gafkd").__version__)
+    bashrc = labhost.root / "root/.bashrc"
+    kept = bashrc.read_text()
+    bashrc.write_text('echo "Welcome to testhost {"\necho "[banner] }" >&2\n' + kept)
+    try:
+        assert "Welcome to testhost" in ssh(labhost, "true").stdout  # the banner reaches stdout
+        shown = invoke(config, "status", "--host", labhost.alias, "--json")
+    finally:
+        bashrc.write_text(kept)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)[labhost.alias]["host"] == "testhost"

@@ -94,3 +94,23 @@ def test_a_bad_slurm_setting_in_invoke_yaml_names_the_host_and_key() -> None:
         parse_host("cluster", {"slurm": {"partion": "gpu"}})
     with pytest.raises(ProvisionError, match=r"hosts\.cluster\.backend is 'k8s'"):
         parse_host("cluster", {"backend": "k8s"})
+
+
+def test_a_control_character_in_a_set_for_a_host_is_refused_before_connecting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from invoke import Context
+    from invoke.exceptions import Exit
+
+    from tasks import experiment
+
+    connected: list[str] = []
+    monkeypatch.setattr(experiment, "connect_one", lambda c, name: connected.append(name))
+    with pytest.raises(Exit) as error:
+        experiment.launch.body(
+            Context(), "kd_alpha", set=["slurm.account=lab\ntouch x"], host="cluster", dry=True
+        )
+    message = str(error.value.message)
+    assert message.startswith("error: --set slurm.account: a newline is not allowed"), message
+    assert "\n" not in message
+    assert connected == []  # nothing was synced, nothing ran on the host
