@@ -187,7 +187,7 @@ def test_two_users_share_the_cpu_slot_and_cannot_cancel_each_others_runs(
     for step in ("group", "queue", "lab-folders"):  # as the admin (root): alice and bob join
         done = invoke(config, "provision", "--host", host.alias, "--only", step)  # lab, queue,
         assert done.returncode == 0, done.stderr  # and each member's lab folder (no sudo)
-    assert host.inside("stat", "-c", "%U %G %a", QUEUE).stdout.split() == ["root", "lab", "2770"]
+    assert host.inside("stat", "-c", "%U %G %a", QUEUE).stdout.split() == ["root", "lab", "3770"]
     for user in USERS:
         found = host.inside("stat", "-c", "%U", f"/srv/lab/{user}/gafkd").stdout.strip()
         assert found == user
