@@ -202,17 +202,18 @@ class HostQueue:
         flags, fd = os.O_RDWR | NO_SURPRISES, None
         for _ in range(3):  # made or removed by another member between the two opens: again
             try:
-                fd = os.open(path, flags)  # no O_CREAT: fs.protected_regular=2 refuses it
-                break
-            except FileNotFoundError:
-                with contextlib.suppress(FileExistsError):
+                try:
+                    fd = os.open(path, flags)  # no O_CREAT: fs.protected_regular=2 refuses it
+                except FileNotFoundError:
                     fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
-                    break
-            except OSError:
                 break
+            except FileExistsError:
+                continue
+            except OSError as error:
+                self._warn(path, error)
+                return None
         if fd is None:
-            self._warn(path)
-            return None
+            return None  # appears and vanishes: not a slot this time
         info = os.fstat(fd)
         if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
             return fd
@@ -220,9 +221,13 @@ class HostQueue:
         self._warn(path)
         return None
 
-    def _warn(self, path: Path) -> None:
+    def _warn(self, path: Path, error: OSError | None = None) -> None:
         """Say once per file and problem that the slot ``path`` is skipped, naming its owner."""
-        text = f"gafkd: skipping queue slot {path}: {_planted(path)}; ask them or root to remove it"
+        text = f"gafkd: skipping queue slot {path}: "
+        if error is not None and not os.path.lexists(path):  # it could not be made
+            text += f"{error.strerror}; check that the folder is the lab group's, mode 3770"
+        else:
+            text += f"{_planted(path)}; ask them or root to remove it"
         if text not in self.warned:
             self.warned.add(text)
             print(text, file=self.log, flush=True)
@@ -312,7 +317,7 @@ def _planted(path: Path) -> str:
     try:
         info = os.lstat(path)
     except OSError as error:
-        return f"{error.strerror or error}"
+        return f"gone ({error.strerror})"
     kind = next((f"a {name}" for test, name in KINDS if test(info.st_mode)), None)
     if kind is None and info.st_nlink != 1:
         kind = f"a hard link ({info.st_nlink} names for one file)"
