@@ -101,10 +101,10 @@ def holders(folder: Path) -> list[dict[str, Any]]:
             continue
         path = folder / name
         try:
-            fd = os.open(path, os.O_RDONLY | NO_SURPRISES)
+            fd = os.open(path, os.O_RDWR | NO_SURPRISES)  # only read, but as the runner opens it
         except FileNotFoundError:
             continue
-        except OSError:  # a symlink or socket, or another member's file this user may not read
+        except OSError:  # a symlink or socket, or another member's file this user may not open
             found.append({"slot": name, "problem": f"unusable: {_planted(path)}"})
             continue
         try:
