@@ -120,10 +120,7 @@ def holders(folder: Path) -> list[dict[str, Any]]:
 
 def _holder(name: str, data: bytes, owner: int) -> dict[str, Any]:
     """A held slot's record; empty while its holder rewrites it."""
-    try:
-        record = json.loads(data or b"{}")
-    except ValueError:
-        record = None
+    record = _parse(data or b"{}")
     if not isinstance(record, dict):
         problem = f"held, but its content is not a holder record (file of {user_name(owner)})"
         return {"slot": name, "problem": problem}
@@ -297,9 +294,17 @@ def _read_waiter(path: Path) -> Any:
             with contextlib.suppress(FileNotFoundError, PermissionError):
                 path.unlink()  # another member's, in a sticky folder: theirs to remove
             return None
-        return json.loads(os.pread(fd, RECORD_BYTES, 0))
+        return _parse(os.pread(fd, RECORD_BYTES, 0))
     finally:
         os.close(fd)
+
+
+def _parse(data: bytes) -> Any:
+    """The JSON in ``data``; None for anything else (a planted "[[[..." included)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _lock(fd: int) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -358,19 +359,21 @@ def test_planted_slots_never_hang_or_break_status(folder: Path, victim: Path) ->
     os.mkfifo(folder / "gpu0.0")
     (folder / "gpu1.0").mkdir()
     (folder / "gpu2.0").write_text("{not json")
-    held = os.open(folder / "gpu2.0", os.O_RDWR)  # held by a runner gone wrong
+    (folder / "gpu3.0").write_text("[" * 60000)  # deeper than json's recursion
+    held = [os.open(folder / name, os.O_RDWR) for name in ("gpu2.0", "gpu3.0")]
     try:
-        import fcntl
-
-        fcntl.flock(held, fcntl.LOCK_EX)
+        for fd in held:  # held by a runner gone wrong
+            fcntl.flock(fd, fcntl.LOCK_EX)
         found = {slot["slot"]: slot["problem"] for slot in holders(folder)}
     finally:
-        os.close(held)
+        for fd in held:
+            os.close(fd)
     assert found == {
         "cpu.0": "unusable: a symlink planted by root",
         "gpu0.0": "unusable: a FIFO planted by root",
         "gpu1.0": "unusable: a folder planted by root",
         "gpu2.0": "held, but its content is not a holder record (file of root)",
+        "gpu3.0": "held, but its content is not a holder record (file of root)",
     }
     assert victim.read_text() == VICTIM
     from gafkd.screen import _slots_line
@@ -383,6 +386,10 @@ def test_a_planted_wait_file_is_neither_read_nor_removed(folder: Path) -> None:
     fifo = folder / "wait.mallory.1.fifo"
     os.mkfifo(fifo)
     writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # so that even a blocking open returns
+    deep = folder / "wait.mallory.2.deep"
+    deep.write_text("[" * 60000)
+    held = os.open(deep, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a live "waiter" whose file no JSON parser gets through
     try:
         first, second = HostQueue(folder, "a"), HostQueue(folder, "b")
         assert first.take({"cpu": 1}, "a/0") == "cpu"
@@ -393,6 +400,7 @@ def test_a_planted_wait_file_is_neither_read_nor_removed(folder: Path) -> None:
         second.close()
     finally:
         os.close(writer)
+        os.close(held)
     assert fifo.exists()
 
 
