@@ -117,7 +117,7 @@ def run_batch(
     keep_private()
     with grid_lock(root, grid):
         plan = read_plan(root, grid)
-        host_queue = HostQueue(check_folder(queue), grid) if queue is not None else None
+        host_queue = HostQueue(check_folder(queue), grid, log=out) if queue else None
         batch = Batch(root, grid, plan["runs"], queue=host_queue)
         for run in batch.plan:
             done = rundir.read_result(root / run["run_dir"]) is not None

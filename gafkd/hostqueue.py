@@ -13,31 +13,44 @@ locked while it waits); a freed slot goes to the runner that has waited longest,
 batch cannot keep the GPUs by taking every slot back the moment its own run ends.
 
 On a provisioned lab host the folder is ``/srv/lab/.gafkd-queue``, owned by root and the lab
-group, mode 2770 (the ``queue`` provisioning step). Files made here are group-writable whatever
-the umask, so the other members can lock them too. Without a queue folder, a runner counts only
-its own runs (docs/experiments.md, "Several users on one server").
+group, mode 3770 (the ``queue`` provisioning step): setgid, so its files are the group's, and
+sticky, so only a file's owner removes or replaces it. Files made here are group-writable
+whatever the umask, so the other members can lock them too. Any member may put anything in the
+folder, so every file is opened without following links and without blocking, and one that is
+not a plain file of its own (a symlink, hard link, FIFO, folder, or a file this user may not
+open) is skipped with one warning naming its owner: it costs only its planter. Without a queue
+folder, a runner counts only its own runs (docs/experiments.md, "Several users on one server").
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import grp
 import json
 import os
 import pwd
+import re
 import socket
+import stat
+import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from gafkd.config import ConfigError
 from gafkd.rundir import lock_is_free
 
 FILE_MODE = 0o660  # the group's members lock and write the files; others nothing
 WAIT_PREFIX = "wait."
+SLOT = re.compile(r"(cpu|gpu[0-9]+)\.[0-9]+")  # the names slot_name() gives
+NO_SURPRISES = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # no link followed, no FIFO waited on
+RECORD_BYTES = 65536  # a holder record is a line; more is not one
+KINDS = [(stat.S_ISLNK, "symlink"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+         (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "device"), (stat.S_ISBLK, "device")]  # fmt: skip
 FIX = "`invoke provision --host HOST --only queue` makes it on a lab host (setting queue_dir)"
 
 
@@ -59,8 +72,9 @@ def user_name(uid: int | None = None) -> str:
 
 
 def check_folder(folder: Path) -> Path:
-    """The queue folder, checked before a runner uses it: it exists, this user may make and lock
-    files in it, and the files other users made there can be locked by this user."""
+    """The queue folder, checked before a runner uses it: it exists and this user may make and
+    lock files in it. A file in it this user cannot use costs one slot, not the run (see
+    :meth:`HostQueue.take`)."""
     me = user_name()
     if not folder.is_dir():
         raise ConfigError(
@@ -74,29 +88,43 @@ def check_folder(folder: Path) -> Path:
             f"share the GPUs through it. Ask the admin to list {me} under users: of this host in "
             "invoke.yaml and run `invoke provision --host HOST --only group`, then log in again"
         )
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and not os.access(path, os.R_OK | os.W_OK):
-            info = path.stat()
-            raise ConfigError(
-                f"{me} cannot lock {path} of the queue folder (owner {user_name(info.st_uid)}, "
-                f"group {_group_name(info.st_gid)}, mode {info.st_mode & 0o777:o}); the folder's "
-                f"group must own it and may write it: as root, chgrp {group} {path} && chmod 660 "
-                f"{path}, and chmod g+s {folder} so that new files get its group"
-            )
     return folder
 
 
 def holders(folder: Path) -> list[dict[str, Any]]:
-    """Who holds which slot now: ``{"slot": "gpu0.0", "user": ..., "run": ...}`` per held slot."""
+    """Who holds which slot now: ``{"slot": "gpu0.0", "user": ..., "run": ...}`` per held slot,
+    and ``{"slot": ..., "problem": ...}`` per slot file that no runner can use, or whose holder
+    wrote something else than a holder record."""
     found = []
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith((WAIT_PREFIX, ".")) or not path.is_file():
+    for name in sorted(os.listdir(folder)):
+        if not SLOT.fullmatch(name):
             continue
-        with contextlib.suppress(OSError, ValueError), path.open() as handle:
-            if lock_is_free(handle.fileno()):
-                continue
-            found.append({"slot": path.name, **json.loads(handle.read() or "{}")})
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_RDWR | NO_SURPRISES)  # only read, but as the runner opens it
+        except FileNotFoundError:
+            continue
+        except OSError:  # a symlink or socket, or another member's file this user may not open
+            found.append({"slot": name, "problem": f"unusable: {_planted(path)}"})
+            continue
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+                found.append({"slot": name, "problem": f"unusable: {_planted(path)}"})
+            elif not lock_is_free(fd):
+                found.append(_holder(name, os.pread(fd, RECORD_BYTES, 0), info.st_uid))
+        finally:
+            os.close(fd)
     return found
+
+
+def _holder(name: str, data: bytes, owner: int) -> dict[str, Any]:
+    """A held slot's record; empty while its holder rewrites it."""
+    record = _parse(data or b"{}")
+    if not isinstance(record, dict):
+        problem = f"held, but its content is not a holder record (file of {user_name(owner)})"
+        return {"slot": name, "problem": problem}
+    return {**record, "slot": name}
 
 
 @dataclass
@@ -109,20 +137,24 @@ class HostQueue:
     wait: tuple[Path, int] | None = None  # its wait file and the fd that holds its lock
     since: float = float("inf")  # when it started waiting (time.time()); inf: it does not
     asked: bool = False  # whether take() ran since the last keep()
+    log: IO[str] = field(default_factory=lambda: sys.stderr)  # where skipped slots are told
+    warned: set[str] = field(default_factory=set)  # the warnings already given
 
     def take(self, room: Mapping[str, int], run_id: str) -> str | None:
         """Take a free slot for ``run_id`` on the first device of ``room`` (device -> this
         runner's limit there) that has one and that no earlier waiter could use; hold it until
-        :meth:`keep` no longer lists the run. None (and this runner waits) when there is none."""
+        :meth:`keep` no longer lists the run. None (and this runner waits) when there is none.
+
+        A device's slots are its first ``limit`` usable slot files: one that is not a plain slot
+        file (planted) is skipped, and the next one takes its place."""
         self.asked = True
         earlier = self._earlier_waiters()
         for device, limit in room.items():
-            for index in range(limit):
-                if any(wants.get(device, 0) > index for wants in earlier):
-                    continue  # left for a runner that has waited longer
-                fd = self._lock(self.folder / slot_name(device, index))
-                if fd is None:
+            for index, fd in self._slots(device, limit):
+                if any(wants.get(device, 0) > index for wants in earlier) or not _lock(fd):
+                    os.close(fd)  # left for a runner that has waited longer, or held
                     continue
+                _share(fd)
                 record = {"user": user_name(), "host": socket.gethostname(), "pid": os.getpid()}
                 record |= {"run": run_id, "grid": self.grid, "since": _now()}
                 _rewrite(fd, json.dumps(record, sort_keys=True) + "\n")
@@ -149,16 +181,53 @@ class HostQueue:
 
     # -- locks -----------------------------------------------------------------------------------
 
-    def _lock(self, path: Path) -> int | None:
-        """An fd holding the flock on ``path`` (made group-writable when new), or None if held."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        _share(fd)
-        return fd
+    def _slots(self, device: str, limit: int) -> Iterator[tuple[int, int]]:
+        """(index among the usable ones, open fd) of the first ``limit`` usable slot files of
+        ``device``. Only files in the folder can be skipped, so its size bounds the search."""
+        usable = 0
+        for number in range(limit + len(os.listdir(self.folder))):
+            if usable == limit:
+                return
+            fd = self._open(self.folder / slot_name(device, number))
+            if fd is not None:
+                yield usable, fd
+                usable += 1
+
+    def _open(self, path: Path) -> int | None:
+        """An fd open for writing on the slot file ``path`` (made when missing), or None with a
+        warning when it is something else than a plain file this user may use."""
+        flags, fd = os.O_RDWR | NO_SURPRISES, None
+        for _ in range(3):  # made or removed by another member between the two opens: again
+            try:
+                try:
+                    fd = os.open(path, flags)  # no O_CREAT: fs.protected_regular=2 refuses it
+                except FileNotFoundError:
+                    fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, FILE_MODE)
+                break
+            except FileExistsError:
+                continue
+            except OSError as error:
+                self._warn(path, error)
+                return None
+        if fd is None:
+            return None  # appears and vanishes: not a slot this time
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
+            return fd
+        os.close(fd)
+        self._warn(path)
+        return None
+
+    def _warn(self, path: Path, error: OSError | None = None) -> None:
+        """Say once per file and problem that the slot ``path`` is skipped, naming its owner."""
+        text = f"gafkd: skipping queue slot {path}: "
+        if error is not None and not os.path.lexists(path):  # it could not be made
+            text += f"{error.strerror}; check that the folder is the lab group's, mode 3770"
+        else:
+            text += f"{_planted(path)}; ask them or root to remove it"
+        if text not in self.warned:
+            self.warned.add(text)
+            print(text, file=self.log, flush=True)
 
     def _release(self, run_id: str) -> None:
         fd = self.held.pop(run_id)
@@ -175,7 +244,8 @@ class HostQueue:
         self.since = time.time()
         name = f"{WAIT_PREFIX}{user_name()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
         partial = self.folder / f".{name}.tmp"
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | NO_SURPRISES
+        fd = os.open(partial, flags, FILE_MODE)
         fcntl.flock(fd, fcntl.LOCK_EX)  # before it is visible: a visible wait file is locked
         _share(fd)
         _rewrite(fd, json.dumps(content | {"since": self.since}))
@@ -192,18 +262,18 @@ class HostQueue:
 
     def _earlier_waiters(self) -> list[dict[str, int]]:
         """What each other live runner that has waited longer than this one wants (device ->
-        limit); the wait files of runners that died are removed."""
+        limit); the wait files of runners that died are removed (one's own only, in a sticky
+        folder). Anything but a plain file is skipped, never read."""
         mine = (self.since, self.wait[0].name if self.wait else "")
         found = []
-        for path in self.folder.glob(f"{WAIT_PREFIX}*"):
-            if self.wait is not None and path == self.wait[0]:
+        for name in os.listdir(self.folder):
+            path = self.folder / name
+            if not name.startswith(WAIT_PREFIX) or (self.wait and path == self.wait[0]):
                 continue
             try:
-                with path.open() as handle:
-                    if lock_is_free(handle.fileno()):  # its runner is gone
-                        path.unlink(missing_ok=True)
-                        continue
-                    waiter = json.loads(handle.read())
+                waiter = _read_waiter(path)
+                if waiter is None:
+                    continue
                 since = float(waiter["since"])
                 wants = {str(key): int(value) for key, value in waiter["wants"].items()}
             except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -211,6 +281,55 @@ class HostQueue:
             if (since, path.name) < mine:
                 found.append(wants)
         return found
+
+
+def _read_waiter(path: Path) -> Any:
+    """The content of a live runner's wait file; None for a dead runner's (removed when this
+    user may) or for something that is not a plain file."""
+    fd = os.open(path, os.O_RDONLY | NO_SURPRISES)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        if lock_is_free(fd):  # its runner is gone
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                path.unlink()  # another member's, in a sticky folder: theirs to remove
+            return None
+        return _parse(os.pread(fd, RECORD_BYTES, 0))
+    finally:
+        os.close(fd)
+
+
+def _parse(data: bytes) -> Any:
+    """The JSON in ``data``; None for anything else (a planted "[[[..." included)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _lock(fd: int) -> bool:
+    """Take the flock on ``fd``; False when another runner holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _planted(path: Path) -> str:
+    """What a slot file no runner should use is, and who put it there: "a symlink planted by
+    bob"."""
+    try:
+        info = os.lstat(path)
+    except OSError as error:
+        return f"gone ({error.strerror})"
+    kind = next((f"a {name}" for test, name in KINDS if test(info.st_mode)), None)
+    if kind is None and info.st_nlink != 1:
+        kind = f"a hard link ({info.st_nlink} names for one file)"
+    if kind is None:
+        mode, group = info.st_mode & 0o7777, _group_name(info.st_gid)
+        kind = f"a file {user_name()} may not open (mode {mode:o}, group {group})"
+    return f"{kind} planted by {user_name(info.st_uid)}"
 
 
 def _share(fd: int) -> None:
@@ -227,8 +346,6 @@ def _rewrite(fd: int, text: str) -> None:
 
 
 def _group_name(gid: int) -> str:
-    import grp
-
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:

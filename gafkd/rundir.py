@@ -20,12 +20,12 @@ import fcntl
 import json
 import os
 import platform
+import secrets
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -47,9 +47,17 @@ LOCK = ".lock"
 
 @contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Write to a temporary file beside `path`, fsync it, then rename it over `path`.
+
+    The file gets the mode the umask gives (0644 under umask 022, as the runner sets it), so a
+    colleague's ``status --root`` and ``logs`` can read it; mkstemp would make it 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:  # a random name, made with O_EXCL: never another process's file
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        with suppress(FileExistsError):
+            fd = os.open(tmp, flags, 0o666)  # the umask applies, as for any new file
+            break
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

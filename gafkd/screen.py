@@ -49,6 +49,9 @@ def _slots_line(slots: list[dict[str, Any]], me: str | None) -> str:
     """The shared queue's slots: whose run holds each (other users' runs count against yours)."""
     held = []
     for slot in slots:
+        if "problem" in slot:  # a file planted in the shared folder, or a damaged one
+            held.append(f"{slot['slot']} {slot['problem']}")
+            continue
         who = "yours" if slot.get("user") == me else str(slot.get("user"))
         held.append(f"{slot['slot']} {who} ({slot.get('run', '?')})")
     return "shared slots: " + escape(", ".join(held))

@@ -2,8 +2,10 @@
 
 gafkd's runners keep their per-GPU limit across users by locking one file per slot in this
 folder (gafkd/hostqueue.py), so it belongs to the lab group and to no one else: owned by root
-and the group, mode 2770 (setgid, so the files in it belong to the group too). ``invoke launch
---host`` hands it to the runner when it exists. Undo: docs/provisioning.md.
+and the group, mode 3770: setgid, so the files in it belong to the group too, and sticky, so a
+member can remove or replace only their own files there, never another member's slot. A folder
+an earlier gafkd made 2770 gets the sticky bit. ``invoke launch --host`` hands it to the runner
+when it exists. Undo: docs/provisioning.md.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from provisioning.conda import read_group, read_stat
 from provisioning.core import Command, Connection, SkipStep
 from provisioning.hosts import Host
 
-MODE = 0o2770  # setgid; owner and group read, write, enter; others nothing
+MODE = 0o3770  # setgid and sticky; owner and group read, write, enter; others nothing
 
 
 def ensure_queue(connection: Connection, host: Host) -> Generator[Command, None, str]:
-    """The queue folder ``queue_dir`` exists, owned by root and the lab group, mode 2770."""
+    """The queue folder ``queue_dir`` exists, owned by root and the lab group, mode 3770
+    (2770, as an earlier gafkd made it, lets a member replace another member's slot files)."""
     folder, group = host.queue_dir, host.group
     if read_group(connection, group) is None:
         raise SkipStep(
@@ -34,7 +37,10 @@ def ensure_queue(connection: Connection, host: Host) -> Generator[Command, None,
             why = f"{folder} belongs to {found.owner}:{found.group}; the queue is root:{group}'s"
             yield Command(("chown", f"root:{group}", folder), sudo=True, why=why)
         if found.mode != MODE:
-            why = f"{folder} has mode {found.mode:o}: {group} may lock files in it, others nothing"
+            why = (
+                f"{folder} has mode {found.mode:o}; {group} may lock files in it, others nothing; "
+                "sticky, so only a file's owner may remove or replace it"
+            )
             yield Command(("chmod", f"{MODE:o}", folder), sudo=True, why=why)
     return f"{folder} is the run queue of group {group} (root:{group}, mode {MODE:o})"
 

@@ -187,7 +187,7 @@ def test_two_users_share_the_cpu_slot_and_cannot_cancel_each_others_runs(
     for step in ("group", "queue", "lab-folders"):  # as the admin (root): alice and bob join
         done = invoke(config, "provision", "--host", host.alias, "--only", step)  # lab, queue,
         assert done.returncode == 0, done.stderr  # and each member's lab folder (no sudo)
-    assert host.inside("stat", "-c", "%U %G %a", QUEUE).stdout.split() == ["root", "lab", "2770"]
+    assert host.inside("stat", "-c", "%U %G %a", QUEUE).stdout.split() == ["root", "lab", "3770"]
     for user in USERS:
         found = host.inside("stat", "-c", "%U", f"/srv/lab/{user}/gafkd").stdout.strip()
         assert found == user
@@ -228,6 +228,43 @@ def test_two_users_share_the_cpu_slot_and_cannot_cancel_each_others_runs(
     assert len(runs) == 6
     assert most_at_once(runs) == 1  # one CPU slot for both users
     assert writable_by_others(host.root / "srv/lab/alice/gafkd/runs") == []
+
+
+def test_a_symlink_bob_plants_in_the_queue_costs_alice_nothing(
+    lab: list[Any], config: Path
+) -> None:
+    host = lab[0]
+    for step in ("group", "queue", "lab-folders"):
+        done = invoke(config, "provision", "--host", host.alias, "--only", step)
+        assert done.returncode == 0, done.stderr
+    host.inside("find", QUEUE, "-mindepth", "1", "-delete")  # no runner is live: start empty
+    host.inside("chmod", "2770", QUEUE)  # as an earlier gafkd made it: the next run fixes it
+    for expected in ("changed", "ok"):
+        done = invoke(config, "provision", "--host", host.alias, "--only", "queue", "--json")
+        assert [row["status"] for row in json.loads(done.stdout)["outcomes"]] == [expected]
+    assert host.inside("stat", "-c", "%a", QUEUE).stdout.strip() == "3770"
+    notes = "/home/alice/notes.txt"
+    ssh(config, "testhost-alice", "sh", "-c", f"echo mine > {notes} && chmod 644 {notes}")
+    planted = ssh(config, "testhost-bob", "ln", "-s", notes, f"{QUEUE}/cpu.0")
+    assert planted.returncode == 0, planted.stderr
+
+    sets = ("dataset=watch", "seed=[2]", "student.name=[wrn10_1]", "train.epochs=1",
+            "imaging.image_size=8")  # fmt: skip
+    args = [part for item in sets for part in ("--set", item)]
+    done = invoke(config, "launch", "--grid", "gaf_teachers", "--host", "testhost-alice",
+                  "--per-gpu", "1", *args)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    batch = wait_finished(config, "testhost-alice")["batches"][0]  # gaf_teachers sorts first
+    assert (batch["grid"], batch["counts"]["done"]) == ("gaf_teachers", 1), batch
+    assert host.inside("stat", "-c", "%U %a %s", notes).stdout.split() == ["alice", "644", "5"]
+    log = host.root / "srv/lab/alice/gafkd/runs/gaf_teachers/.batch/runner.log"
+    warning = f"skipping queue slot {QUEUE}/cpu.0: a symlink planted by bob; ask them or root"
+    assert log.read_text().count(warning) == 1
+    assert invoke(config, "sync", "--host", "testhost-bob").returncode == 0
+    assert status(config, "testhost-bob")["user"] == "bob"  # status works for both
+    removed = ssh(config, "testhost-bob", "rm", "-f", f"{QUEUE}/cpu.1")  # alice's slot file
+    assert "Operation not permitted" in removed.stderr
+    assert host.inside("stat", "-c", "%U", f"{QUEUE}/cpu.1").stdout.strip() == "alice"
 
 
 def most_at_once(intervals: list[tuple[int, int]]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
@@ -303,3 +304,150 @@ def test_status_shows_who_holds_the_shared_slots(queues, tmp_path: Path) -> None
     assert "shared slots: cpu.0 yours (student/alpha-0.3/seed0)" in text
     assert "running, waiting for a shared slot" in text
     first.keep([])
+
+
+# -- planted files: a file a member puts in the shared folder costs only that member ---------------
+
+VICTIM = "precious, not a slot\n"
+OTHER_UID, PLANTER_UID = 4242, 4343  # two uids that are neither root nor each other
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two other users")
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    path = tmp_path / "victim.txt"
+    path.write_text(VICTIM)
+    path.chmod(0o600)
+    return path
+
+
+def plant(folder: Path, kind: str, victim: Path) -> Path:
+    """``cpu.0`` planted as a symlink, hard link, FIFO, folder or garbage holder record."""
+    path = folder / "cpu.0"
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "hard link":
+        os.link(victim, path)
+    elif kind == "FIFO":
+        os.mkfifo(path, 0o666)
+    elif kind == "folder":
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link", "FIFO", "folder"])
+def test_a_planted_slot_is_skipped_with_one_warning_and_its_target_is_untouched(
+    folder: Path, victim: Path, kind: str
+) -> None:
+    planted = plant(folder, kind, victim)
+    log = io.StringIO()
+    queue = HostQueue(folder, "a", log=log)
+    assert queue.take({"cpu": 1}, "a/0") == "cpu"  # on cpu.1: the first usable slot
+    assert [slot["slot"] for slot in holders(folder) if "problem" not in slot] == ["cpu.1"]
+    queue.keep([])
+    assert queue.take({"cpu": 1}, "a/1") == "cpu"
+    queue.close()
+    assert victim.read_text() == VICTIM
+    assert victim.stat().st_mode & 0o7777 == 0o600
+    (line,) = log.getvalue().splitlines()  # once per file, not once per take
+    assert line.startswith(f"gafkd: skipping queue slot {planted}: a {kind}")
+    assert line.endswith("planted by root; ask them or root to remove it")
+
+
+def test_planted_slots_never_hang_or_break_status(folder: Path, victim: Path) -> None:
+    (folder / "cpu.0").symlink_to(victim)
+    os.mkfifo(folder / "gpu0.0")
+    (folder / "gpu1.0").mkdir()
+    (folder / "gpu2.0").write_text("{not json")
+    (folder / "gpu3.0").write_text("[" * 60000)  # deeper than json's recursion
+    held = [os.open(folder / name, os.O_RDWR) for name in ("gpu2.0", "gpu3.0")]
+    try:
+        for fd in held:  # held by a runner gone wrong
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        found = {slot["slot"]: slot["problem"] for slot in holders(folder)}
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert found == {
+        "cpu.0": "unusable: a symlink planted by root",
+        "gpu0.0": "unusable: a FIFO planted by root",
+        "gpu1.0": "unusable: a folder planted by root",
+        "gpu2.0": "held, but its content is not a holder record (file of root)",
+        "gpu3.0": "held, but its content is not a holder record (file of root)",
+    }
+    assert victim.read_text() == VICTIM
+    from gafkd.screen import _slots_line
+
+    line = _slots_line(holders(folder), "root")
+    assert line.startswith("shared slots: cpu.0 unusable: a symlink planted by root, gpu0.0 ")
+
+
+def test_a_planted_wait_file_is_neither_read_nor_removed(folder: Path) -> None:
+    fifo = folder / "wait.mallory.1.fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # so that even a blocking open returns
+    deep = folder / "wait.mallory.2.deep"
+    deep.write_text("[" * 60000)
+    held = os.open(deep, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a live "waiter" whose file no JSON parser gets through
+    try:
+        first, second = HostQueue(folder, "a"), HostQueue(folder, "b")
+        assert first.take({"cpu": 1}, "a/0") == "cpu"
+        assert second.take({"cpu": 1}, "b/0") is None
+        first.keep([])
+        assert second.take({"cpu": 1}, "b/0") == "cpu"
+        first.close()
+        second.close()
+    finally:
+        os.close(writer)
+        os.close(held)
+    assert fifo.exists()
+
+
+CHILD = """
+import io, json, os, sys
+from pathlib import Path
+from gafkd.hostqueue import HostQueue, check_folder, holders
+os.chdir(sys.argv[1])
+os.setgroups([])
+os.setresgid(int(sys.argv[2]), int(sys.argv[2]), int(sys.argv[2]))
+os.setresuid(int(sys.argv[2]), int(sys.argv[2]), int(sys.argv[2]))
+log = io.StringIO()
+check_folder(Path("."))
+queue = HostQueue(Path("."), "b", log=log)
+taken = queue.take({"cpu": 1}, "b/0")
+print(json.dumps({"taken": taken, "log": log.getvalue(), "slots": holders(Path("."))}))
+queue.close()
+"""
+
+
+@needs_root
+def test_a_slot_another_member_made_unreadable_costs_only_them(tmp_path: Path) -> None:
+    folder = tmp_path / "queue"
+    folder.mkdir(mode=0o1777)  # sticky, like the lab's queue folder (all uids: no group here)
+    folder.chmod(0o1777)
+    tmp_path.chmod(0o755)
+    tmp_path.parent.chmod(0o755)  # pytest's own folders, so that the other uid gets in
+    private = folder / "cpu.0"
+    private.write_text("mine\n")
+    private.chmod(0o600)
+    os.chown(private, PLANTER_UID, PLANTER_UID)
+    dead = folder / "wait.planter.1.dead"  # a dead waiter's file the other uid cannot remove
+    dead.write_text(json.dumps({"since": 0, "wants": {"cpu": 1}}))
+    os.chown(dead, PLANTER_UID, PLANTER_UID)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(folder), str(OTHER_UID)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    found = json.loads(child.stdout)
+    assert found["taken"] == "cpu"  # on cpu.1
+    assert found["log"] == (
+        f"gafkd: skipping queue slot cpu.0: a file {OTHER_UID} may not open (mode 600, group "
+        f"{PLANTER_UID}) planted by {PLANTER_UID}; ask them or root to remove it\n"
+    )
+    assert [slot["slot"] for slot in found["slots"]] == ["cpu.0", "cpu.1"]
+    assert private.read_text() == "mine\n"
+    assert dead.exists()

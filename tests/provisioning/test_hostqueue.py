@@ -1,4 +1,4 @@
-"""The queue step: the host-wide run queue folder, root and the lab group's, mode 2770."""
+"""The queue step: the host-wide run queue folder, root and the lab group's, mode 3770."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ from tests.provisioning.conftest import FakeConnection
 QUEUE = "/srv/lab/.gafkd-queue"
 STAT = f"stat -L -c '%U %G %a' -- {QUEUE}"
 LAB_GROUP = {"getent group lab": ("lab:x:1002:alice,bob\n", 0)}
+MODE_WHY = (
+    "lab may lock files in it, others nothing; sticky, so only a file's owner may remove or "
+    "replace it"
+)
 
 
 def sudo(*argv: str, why: str) -> Command:
@@ -26,10 +30,10 @@ def test_a_missing_queue_folder_is_made_for_root_and_the_group(
     connection = fake(replies={**LAB_GROUP, STAT: ("", 1)})
     commands, reason = plan(ensure_queue, connection, Host("lab"))
     assert commands == [
-        sudo("install", "-d", "-o", "root", "-g", "lab", "-m", "2770", QUEUE,
+        sudo("install", "-d", "-o", "root", "-g", "lab", "-m", "3770", QUEUE,
              why=f"the run queue {QUEUE} is missing: lab's runners share GPU slots in it"),
     ]  # fmt: skip
-    assert reason == f"{QUEUE} is the run queue of group lab (root:lab, mode 2770)"
+    assert reason == f"{QUEUE} is the run queue of group lab (root:lab, mode 3770)"
 
 
 def test_a_queue_folder_with_the_wrong_owner_and_mode_is_fixed(
@@ -40,14 +44,23 @@ def test_a_queue_folder_with_the_wrong_owner_and_mode_is_fixed(
     assert commands == [
         sudo("chown", "root:lab", QUEUE,
              why=f"{QUEUE} belongs to alice:alice; the queue is root:lab's"),
-        sudo("chmod", "2770", QUEUE,
-             why=f"{QUEUE} has mode 775: lab may lock files in it, others nothing"),
+        sudo("chmod", "3770", QUEUE, why=f"{QUEUE} has mode 775; {MODE_WHY}"),
     ]  # fmt: skip
 
 
-def test_a_compliant_queue_folder_plans_nothing(fake: Callable[..., FakeConnection]) -> None:
+def test_a_queue_folder_an_earlier_gafkd_made_2770_becomes_sticky(
+    fake: Callable[..., FakeConnection],
+) -> None:
     connection = fake(replies={**LAB_GROUP, STAT: ("root lab 2770\n", 0)})
-    assert plan(ensure_queue, connection, Host("lab"))[0] == []
+    commands, _ = plan(ensure_queue, connection, Host("lab"))
+    assert commands == [sudo("chmod", "3770", QUEUE, why=f"{QUEUE} has mode 2770; {MODE_WHY}")]
+
+
+def test_a_compliant_queue_folder_plans_nothing(fake: Callable[..., FakeConnection]) -> None:
+    connection = fake(replies={**LAB_GROUP, STAT: ("root lab 3770\n", 0)})
+    commands, reason = plan(ensure_queue, connection, Host("lab"))
+    assert commands == []
+    assert reason == f"{QUEUE} is the run queue of group lab (root:lab, mode 3770)"
 
 
 def test_without_the_group_the_queue_step_is_skipped(fake: Callable[..., FakeConnection]) -> None:
