@@ -24,8 +24,8 @@ TeacherRole = Literal["signal", "image"]
 
 MODEL_NAME = re.compile(r"wrn(\d+)_(\d+)")  # wrn<depth>_<width>
 AUTO_MEMORY_SHARE = 0.5  # train.image_memory = "auto": half of the device's free memory
-MEMORY_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
-MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "%": 1}
+MEMORY_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # bytes per unit
 MEMORY_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z%]*)\s*", re.IGNORECASE)
 
 
@@ -261,8 +261,8 @@ def memory_limit(
             return "share", number / 100
         if unit == "" and number <= 1:
             return "share", number
-        if unit != "%" and number * MEMORY_UNITS.get(unit or "b", 0) >= 1:
-            return "bytes", number * MEMORY_UNITS.get(unit or "b", 0)
+        if number * MEMORY_UNITS.get(unit, 0) >= 1:
+            return "bytes", number * MEMORY_UNITS[unit]
     raise ConfigError(
         f'config key {key!r} is {value!r}; expected "auto", a share of free memory in (0, 1] '
         'such as 0.5 or "50%", or a size such as "8GiB"'

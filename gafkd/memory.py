@@ -45,10 +45,15 @@ def budget(value: str | float, device: torch.device) -> Budget:
 
 
 def free_bytes(device: torch.device) -> int:
-    """Memory free on `device` now: the GPU's free memory, or the host's available memory."""
+    """Memory free on `device` now: the GPU's free memory, or the host's available memory.
+
+    On a GPU, memory that torch's caching allocator holds but no tensor uses counts as free (a
+    teacher trained just before in this process leaves its images' memory there).
+    """
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + cached)
     import psutil  # type: ignore[import-untyped, unused-ignore]
 
     return int(psutil.virtual_memory().available)
