@@ -65,7 +65,7 @@ class ImagingConfig:
     n_bins: int = 8  # MTF bins (compound layout), pyts default
     strategy: Literal["quantile", "uniform", "normal"] = "quantile"  # MTF binning
     overlapping: bool = False  # overlapping PAA windows, as pyts
-    precompute: bool = True  # images once per dataset (on the training device); False: per batch
+    precompute: bool = True  # once per dataset when they fit train.image_memory; False: per batch
 
 
 @dataclass(frozen=True)

@@ -166,6 +166,8 @@ def _plan_images(
 
 def _precompute(signals: torch.Tensor, config: RunConfig, chunk: int) -> torch.Tensor:
     """Images of all `signals`, made `chunk` windows at a time into one tensor."""
+    if len(signals) <= chunk:
+        return images_of(signals, config.imaging)
     first = images_of(signals[:1], config.imaging)
     images = torch.empty((len(signals), *first.shape[1:]), dtype=first.dtype, device=first.device)
     for start in range(0, len(signals), chunk):
