@@ -7,7 +7,9 @@ Unknown keys and values of the wrong type raise `ConfigError` naming the key.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import re
 import tomllib
 import types
@@ -25,6 +27,10 @@ TeacherRole = Literal["signal", "image"]
 MODEL_NAME = re.compile(r"wrn(\d+)_(\d+)")  # wrn<depth>_<width>
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # newline, tab and the rest: never in a --set value
 CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
+AUTO_MEMORY_SHARE = 0.5  # train.image_memory = "auto": half of the device's free memory
+MEMORY_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+MEMORY_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}  # bytes per unit
+MEMORY_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z%]*)\s*", re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -63,7 +69,7 @@ class ImagingConfig:
     n_bins: int = 8  # MTF bins (compound layout), pyts default
     strategy: Literal["quantile", "uniform", "normal"] = "quantile"  # MTF binning
     overlapping: bool = False  # overlapping PAA windows, as pyts
-    precompute: bool = True  # images once per dataset (on the training device); False: per batch
+    precompute: bool = True  # once per dataset when they fit train.image_memory; False: per batch
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision on CUDA (bf16 where supported); no effect on CPU
     channels_last: bool = True  # 2-D models on CUDA; no effect on CPU
     eval_batch_size: int = 512  # batch for evaluation and teacher logits
+    image_memory: str | float = "auto"  # images' budget: "auto", a share (0.25, "25%"), "8GiB"
 
 
 @dataclass(frozen=True)
@@ -285,6 +292,37 @@ def resolve_teacher_paths(config: RunConfig, base: Path) -> RunConfig:
     return dataclasses.replace(config, teachers=teachers)
 
 
+def memory_limit(
+    value: str | float, key: str = "train.image_memory"
+) -> tuple[Literal["share", "bytes"], float]:
+    """`train.image_memory` as ("share", fraction of free memory) or ("bytes", a size).
+
+    A number in (0, 1] or a percentage is a share of the memory free on the training device; a
+    larger number, or a number with a unit (B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), is bytes.
+
+    >>> memory_limit("auto"), memory_limit(0.25), memory_limit("25%"), memory_limit("2 GiB")
+    (('share', 0.5), ('share', 0.25), ('share', 0.25), ('bytes', 2147483648.0))
+    """
+    if value == "auto":
+        return "share", AUTO_MEMORY_SHARE
+    number, unit = math.nan, ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and (match := MEMORY_SIZE.fullmatch(value)):
+        number, unit = float(match[1]), match[2].lower()
+    if math.isfinite(number) and number > 0:
+        if unit == "%" and number <= 100:
+            return "share", number / 100
+        if unit == "" and number <= 1:
+            return "share", number
+        if number * MEMORY_UNITS.get(unit, 0) >= 1:
+            return "bytes", number * MEMORY_UNITS[unit]
+    raise ConfigError(
+        f'config key {key!r} is {value!r}; expected "auto", a share of free memory in (0, 1] '
+        'such as 0.5 or "50%", or a size such as "8GiB"'
+    )
+
+
 # -- validation ----------------------------------------------------------------------------------
 
 
@@ -334,8 +372,16 @@ def _check(hint: Any, value: Any, key: str) -> Any:
         if len(value) != len(args):
             raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {value!r}")
         return tuple(_check(a, v, key) for a, v in zip(args, value, strict=True))
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type {hint}")  # no optional fields by design
+    if origin in (typing.Union, types.UnionType):  # scalars only: no optional fields by design
+        if type(None) in args:
+            raise TypeError(f"unsupported config type {hint}")
+        for arg in args:
+            with contextlib.suppress(ConfigError):
+                return _check(arg, value, key)
+        names = " or ".join(a.__name__ for a in args)
+        raise ConfigError(
+            f"config key {key!r} is {value!r} ({type(value).__name__}); expected {names}"
+        )
     ok = {
         bool: isinstance(value, bool),
         int: isinstance(value, int) and not isinstance(value, bool),
@@ -369,6 +415,7 @@ def _check_ranges(config: Any, where: str) -> None:
         for name in ("kd_weight", "alpha"):
             if not 0.0 <= getattr(config, name) <= 1.0:
                 raise ConfigError(f"config key {where}.{name} must be in [0, 1]")
+        memory_limit(config.image_memory, f"{where}.image_memory")
     if (
         isinstance(config, DataConfig)
         and config.classes not in (7, 14)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gafkd import data, imaging, models, rundir, train
+from gafkd import data, imaging, memory, models, rundir, train
 from gafkd.config import ConfigError, RunConfig, load_config, to_dict
 from gafkd.split import Split, split_by_subject, standardize
 from gafkd.train import SplitTensors, TrainingData, fit, images_of
@@ -115,26 +115,64 @@ def load_split(config: RunConfig) -> Split:
 
 
 def to_device(split: Split, config: RunConfig, device: torch.device, images: bool) -> TrainingData:
-    """Move the splits onto `device`; compute images there once when they are needed."""
+    """Move the splits onto `device`; compute images there once when needed and they fit.
 
-    def move(part: data.SignalSet) -> SplitTensors:
-        signals = torch.from_numpy(part.signals).to(device)
+    Images are precomputed only when all of them fit the `train.image_memory` budget; otherwise
+    they are made per batch. The run log says which and why.
+    """
+    parts = {"train": split.train, "test": split.test, "val": split.val}
+    signals = {
+        name: torch.from_numpy(part.signals).to(device)
+        for name, part in parts.items()
+        if part is not None
+    }
+    plan = _plan_images(signals, config, device) if images else None
+
+    def move(name: str) -> SplitTensors:
+        part = parts[name]
+        assert part is not None
         precomputed = None
-        if images and config.imaging.precompute:
-            chunks = [images_of(c, config.imaging) for c in torch.split(signals, 4096)]
-            precomputed = torch.cat(chunks)
-        return SplitTensors(signals, torch.from_numpy(part.labels).to(device), precomputed)
+        if plan is not None and plan.precompute:
+            precomputed = _precompute(signals[name], config, min(4096, plan.chunk))
+        return SplitTensors(signals[name], torch.from_numpy(part.labels).to(device), precomputed)
 
     key = hashlib.sha256(
         (split.train.fingerprint() + repr(asdict(config.imaging))).encode()
     ).hexdigest()[:16]
     return TrainingData(
-        train=move(split.train),
-        test=move(split.test),
-        val=move(split.val) if split.val is not None else None,
+        train=move("train"),
+        test=move("test"),
+        val=move("val") if split.val is not None else None,
         imaging=config.imaging,
         key=key,
+        image_chunk=plan.chunk if plan is not None else None,
     )
+
+
+def _plan_images(
+    signals: dict[str, torch.Tensor], config: RunConfig, device: torch.device
+) -> memory.ImagePlan:
+    """Precompute or per batch, within the budget; printed to the run log."""
+    per_image = memory.image_bytes(signals["train"], config.imaging)
+    n_images = sum(len(s) for s in signals.values())
+    limit = memory.budget(config.train.image_memory, device)
+    plan = memory.plan_images(n_images, per_image, limit, config.imaging.precompute, device)
+    line = plan.line
+    if plan.chunk < config.train.eval_batch_size:
+        line += f"; evaluation and teacher logits in chunks of {plan.chunk} windows"
+    print(f"{config.name} seed {config.seed}: {line}", flush=True)
+    return plan
+
+
+def _precompute(signals: torch.Tensor, config: RunConfig, chunk: int) -> torch.Tensor:
+    """Images of all `signals`, made `chunk` windows at a time into one tensor."""
+    if len(signals) <= chunk:
+        return images_of(signals, config.imaging)
+    first = images_of(signals[:1], config.imaging)
+    images = torch.empty((len(signals), *first.shape[1:]), dtype=first.dtype, device=first.device)
+    for start in range(0, len(signals), chunk):
+        images[start : start + chunk] = images_of(signals[start : start + chunk], config.imaging)
+    return images
 
 
 def load_model(run_dir: Path, student: RunConfig, role: str) -> nn.Module:

@@ -47,6 +47,7 @@ class TrainingData:
     val: SplitTensors | None
     imaging: ImagingConfig
     key: str  # identifies the training inputs: teacher-logit caches are keyed by it
+    image_chunk: int | None = None  # images made or gathered at once to predict (memory budget)
 
     @property
     def device(self) -> torch.device:
@@ -92,6 +93,8 @@ def predict(model: nn.Module, split: SplitTensors, data: TrainingData, batch_siz
     """Logits (N, K) of `model` in eval mode over a whole split, in float32."""
     model.eval()
     kind = input_kind(model)
+    if kind == "image" and data.image_chunk is not None:  # the images must fit the budget
+        batch_size = min(batch_size, data.image_chunk)
     out = []
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)), device=data.device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from gafkd import memory
 from gafkd.config import load_config
 from gafkd.run import train_run
 
@@ -27,3 +28,17 @@ def test_two_teacher_run_on_cuda(make_config, precompute: bool) -> None:  # type
     result = train_run(config)
     assert result["provenance"]["device"].startswith("cuda")
     assert result["epochs"] == 2
+
+
+def test_images_over_the_budget_are_made_per_batch_on_cuda(make_config, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The budget is read from the GPU's free memory; images over it are made on the GPU."""
+    free, _total = torch.cuda.mem_get_info()
+    auto = memory.budget("auto", torch.device("cuda"))
+    assert 0 < auto.bytes <= free
+    assert "free on cuda" in auto.source
+    for budget in ("1GiB", "16KiB"):
+        extra = f'device = "cuda"\namp = false\nimage_memory = "{budget}"'
+        config = load_config(make_config(f"gpu_budget_{budget}", input="image", extra=extra))
+        assert train_run(config)["epochs"] == 2
+        made = "precomputed" if budget == "1GiB" else "made per batch"
+        assert f"images: {made} on cuda" in capsys.readouterr().out
