@@ -244,6 +244,13 @@ def _split_overrides(
         key = key.strip()
         if sep and key in axis_names:
             value = apply_overrides({}, [f"v={raw}"])["v"]
+            if value == []:
+                axes = (grid.axes, *(stage.axes for stage in grid.stages))
+                example = next(a[key][0] for a in axes if key in a)
+                raise ConfigError(
+                    f"--set {item!r} leaves axis {key!r} of grid {grid.name!r} without values; "
+                    f"give at least one, e.g. --set {key}={_toml(example)}"
+                )
             axis_overrides[key] = tuple(value) if isinstance(value, list) else (value,)
         elif sep and key == AXIS_DATASET:
             raise ConfigError(f"grid {grid.name!r} has no dataset axis; set data.* keys instead")
