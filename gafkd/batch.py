@@ -4,8 +4,9 @@
 ``runs/<grid>/.batch/plan.json``, holds the grid's lock, starts each run
 as its own ``gafkd train`` process with its own ``CUDA_VISIBLE_DEVICES``, N at a time per GPU,
 once the teacher runs it needs are done; retries a failing run a bounded number of times, then
-marks it failed and carries on; skips runs whose result exists; and rewrites ``state.json``
-atomically after every change (format: docs/experiments.md, "Batch state").
+marks it failed and carries on; skips runs whose result exists and was made with the planned
+config (``is_done``; another config's result is marked failed, never done); and rewrites
+``state.json`` atomically after every change (format: docs/experiments.md, "Batch state").
 """
 
 from __future__ import annotations

@@ -1,9 +1,11 @@
 """Launching a grid on this machine: plan it, check it, choose slots, start the runner.
 
 ``launch`` expands a grid, checks it before anything runs (dataset paths, GPU indices, an unknown
-grid or key), writes ``runs/<grid>/.batch/plan.json`` and starts the runner of
-:mod:`gafkd.batch`, detached by default so it outlives the terminal; ``--dry`` only prints the
-plan. ``print_results`` aggregates a grid's results (:mod:`gafkd.results`).
+grid or key, cron for ``--on-reboot``), takes the grid's lock, checks that the runs already in
+their folders were made with the planned config, writes ``runs/<grid>/.batch/plan.json`` and
+starts the runner of :mod:`gafkd.batch`, which takes the lock over; detached by default so it
+outlives the terminal. ``--dry`` only prints the plan. ``print_results`` aggregates a grid's
+results (:mod:`gafkd.results`).
 """
 
 from __future__ import annotations
