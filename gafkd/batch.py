@@ -5,7 +5,7 @@
 as its own ``gafkd train`` process with its own ``CUDA_VISIBLE_DEVICES``, N at a time per GPU,
 once the teacher runs it needs are done; retries a failing run a bounded number of times, then
 marks it failed and carries on; skips runs whose result exists and was made with the planned
-config (``is_done``; another config's result is marked failed, never done); and rewrites
+config (``config_changes``; another config's result is marked failed, never done); and rewrites
 ``state.json`` atomically after every change (format: docs/experiments.md, "Batch state").
 """
 
@@ -331,11 +331,7 @@ def write_run_config(root: Path, run: Mapping[str, Any]) -> Path:
 
 WHERE_KEYS = ("name", "out_dir")  # where a run is, not what it was trained with
 PATH_KEYS = ("data.path", "data.mapping", "train.init_from")  # compared as the folders they name
-
-
-def is_done(root: Path, run: Mapping[str, Any]) -> bool:
-    """A planned run is done when its result exists and was made with the planned config."""
-    return rundir.read_result(root / run["run_dir"]) is not None and not config_changes(root, run)
+_NONE = object()  # a key one side does not have
 
 
 def config_changes(root: Path, run: Mapping[str, Any]) -> list[str]:
@@ -380,9 +376,6 @@ def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
-
-
-_NONE = object()
 
 
 def _shown(flat: Mapping[str, Any], key: str) -> str:
