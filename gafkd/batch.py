@@ -4,8 +4,9 @@
 ``runs/<grid>/.batch/plan.json``, holds the grid's lock, starts each run
 as its own ``gafkd train`` process with its own ``CUDA_VISIBLE_DEVICES``, N at a time per GPU,
 once the teacher runs it needs are done; retries a failing run a bounded number of times, then
-marks it failed and carries on; skips runs whose result exists; and rewrites ``state.json``
-atomically after every change (format: docs/experiments.md, "Batch state").
+marks it failed and carries on; skips runs whose result exists and was made with the planned
+config (``config_changes``; another config's result is marked failed, never done); and rewrites
+``state.json`` atomically after every change (format: docs/experiments.md, "Batch state").
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.config import ConfigError, dump_toml
+from gafkd.config import HOW_KEYS, ConfigError, dump_toml, from_dict, to_dict
 from gafkd.health import HealthMonitor
 from gafkd.hostqueue import HostQueue, check_folder
 
@@ -72,7 +74,17 @@ class Batch:
 
 
 def batch_dir(root: Path, grid: str) -> Path:
-    return root / "runs" / grid / STATE_DIR
+    return root / "runs" / check_grid_name(grid) / STATE_DIR
+
+
+def check_grid_name(name: str) -> str:
+    """A grid's name is one folder under ``runs/``: a name with ``/`` or ``..`` is refused."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        raise ConfigError(
+            f"grid name {name!r} is not a folder name under runs/ (no '/', not '.' or '..'); "
+            "give the grid's `name`, as `invoke status` lists it"
+        )
+    return name
 
 
 def read_plan(root: Path, grid: str) -> dict[str, Any]:
@@ -86,12 +98,17 @@ def read_plan(root: Path, grid: str) -> dict[str, Any]:
 # -- the runner ----------------------------------------------------------------------------------
 
 
-def grid_lock(root: Path, grid: str) -> contextlib.AbstractContextManager[None]:
-    """Hold the grid's lock; a second runner of the same grid is refused, saying who holds it."""
+def grid_lock(
+    root: Path, grid: str, fd: int | None = None
+) -> contextlib.AbstractContextManager[int]:
+    """Hold the grid's lock (yield its descriptor); a second launch or runner of the same grid is
+    refused, saying who holds it. With `fd`, the lock that the launcher took and passed to this
+    runner is taken over, so no other launch can come in between."""
     return rundir.exclusive(
         batch_dir(root, grid) / "lock",
         f"grid {grid!r} is already running (runner {{holder}}); `invoke status` shows it. "
         "Wait for it to finish or stop that runner first",
+        fd=fd,
     )
 
 
@@ -107,21 +124,22 @@ def run_batch(
     health: HealthMonitor | None = None,
     log: IO[str] | None = None,
     queue: Path | None = None,
+    lock_fd: int | None = None,
 ) -> dict[str, RunState]:
     """Run every planned run of a launched grid to done, failed or blocked; return their states.
 
     With a `queue` folder (:mod:`gafkd.hostqueue`) each run also takes a host-wide slot there,
-    so the per-device limits hold across the runners of every user sharing the folder.
+    so the per-device limits hold across the runners of every user sharing the folder. With
+    `lock_fd`, the grid's lock held by the launcher is taken over (and closed at the end).
     """
     out = log or sys.stdout
     keep_private()
-    with grid_lock(root, grid):
+    with grid_lock(root, grid, fd=lock_fd):
         plan = read_plan(root, grid)
         host_queue = HostQueue(check_folder(queue), grid, log=out) if queue else None
         batch = Batch(root, grid, plan["runs"], queue=host_queue)
         for run in batch.plan:
-            done = rundir.read_result(root / run["run_dir"]) is not None
-            batch.runs[run["id"]] = RunState(status="done" if done else "queued")
+            batch.runs[run["id"]] = _first_state(root, run)
         _apply_cancellations(batch, {})
         health = health or HealthMonitor(batch.state_dir / "health.jsonl")
         if any(device != "cpu" for device in slots.per_device):
@@ -157,6 +175,20 @@ def run_batch(
     counts = _counts(batch)
     print(f"grid {grid}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), file=out)
     return batch.runs
+
+
+def _first_state(root: Path, run: Mapping[str, Any]) -> RunState:
+    """Done only when its result exists and was made with the planned config."""
+    if rundir.read_result(root / run["run_dir"]) is None:
+        return RunState()
+    changes = config_changes(root, run)
+    if not changes:
+        return RunState(status="done")
+    return RunState(
+        status="failed",
+        error=f"its result was made with another config ({', '.join(changes)}); launch the grid "
+        "again with --rerun-changed",
+    )
 
 
 def cancelled_ids(root: Path, grid: str) -> set[str]:
@@ -293,6 +325,61 @@ def write_run_config(root: Path, run: Mapping[str, Any]) -> Path:
     with rundir.atomic_open(run_dir / "launch.toml") as handle:
         handle.write(dump_toml(config))
     return run_dir / "launch.toml"
+
+
+# -- was a run made with the planned config? -----------------------------------------------------
+
+WHERE_KEYS = ("name", "out_dir")  # where a run is, not what it was trained with
+PATH_KEYS = ("data.path", "data.mapping", "train.init_from")  # compared as the folders they name
+_NONE = object()  # a key one side does not have
+
+
+def config_changes(root: Path, run: Mapping[str, Any]) -> list[str]:
+    """How the config saved in a run's folder differs from its planned config, one
+    ``key: saved -> planned`` each; empty when they agree or nothing was trained there yet."""
+    run_dir = root / run["run_dir"]
+    path = run_dir / rundir.CONFIG
+    if not path.exists():
+        return [] if rundir.read_result(run_dir) is None else [f"{rundir.CONFIG}: missing"]
+    try:
+        table = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return [f"{rundir.CONFIG}: not valid TOML"]
+    with contextlib.suppress(ConfigError):  # one of an older gafkd: compare what it holds
+        table = to_dict(from_dict(table))  # defaults written out, as in the plan
+    saved, planned = _comparable(root, table), _comparable(root, run["config"])
+    keys = dict.fromkeys([*planned, *saved])
+    return [
+        f"{key}: {_shown(saved, key)} -> {_shown(planned, key)}"
+        for key in keys
+        if saved.get(key, _NONE) != planned.get(key, _NONE)
+    ]
+
+
+def _comparable(root: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config as dotted keys, without where the run is, with paths resolved against `root`."""
+    flat = _flat(config)
+    for key in (*WHERE_KEYS, *HOW_KEYS):
+        flat.pop(key, None)
+    for key, value in flat.items():
+        is_path = key in PATH_KEYS or (key.startswith("teachers.") and key.endswith(".run"))
+        if is_path and isinstance(value, str) and value:
+            flat[key] = str((root / value).resolve())
+    return flat
+
+
+def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def _shown(flat: Mapping[str, Any], key: str) -> str:
+    return "(none)" if key not in flat else json.dumps(flat[key])
 
 
 def _spawn(

@@ -45,6 +45,10 @@ def show_status(
 
     from gafkd import status
 
+    if grid is not None:
+        from gafkd.batch import check_grid_name
+
+        check_grid_name(grid)
     if watch:
         status.watch(root, grid=grid)
     elif as_json:
@@ -55,10 +59,12 @@ def show_status(
 
 
 def gpu_list(text: str) -> list[int]:
+    from gafkd.launch import parse_gpus
+
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--gpus takes indices like 0,1; got {text!r}") from None
+        return parse_gpus(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -104,6 +110,11 @@ def parser() -> argparse.ArgumentParser:
         help="resume the batch after a reboot (an @reboot line in your crontab, until it ends)",
     )
     launch.add_argument(
+        "--rerun-changed",
+        action="store_true",
+        help="rerun runs made with another config (their old folders are moved aside)",
+    )
+    launch.add_argument(
         "--backend",
         choices=("local", "slurm"),
         default="local",
@@ -138,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
         "batch-run", parents=[root, runner], help="(internal) the runner of a launched grid"
     )
     batch_run.add_argument("grid")
+    batch_run.add_argument("--lock-fd", type=int, default=None, help="the grid's lock, inherited")
     return top
 
 
@@ -179,6 +191,7 @@ def run_command(args: argparse.Namespace) -> int:
             backend=args.backend,
             queue=args.queue,
             on_reboot=args.on_reboot,
+            rerun_changed=args.rerun_changed,
         )
     elif args.command == "status":
         show_status(args.root, args.grid, as_json=args.json, watch=args.watch, frame=args.frame)
@@ -201,7 +214,14 @@ def run_command(args: argparse.Namespace) -> int:
         from gafkd.launch import choose_slots
 
         slots, _ = choose_slots(args.per_gpu, args.gpus)
-        states = run_batch(args.root, args.grid, slots, retries=args.retries, queue=args.queue)
+        states = run_batch(
+            args.root,
+            args.grid,
+            slots,
+            retries=args.retries,
+            queue=args.queue,
+            lock_fd=args.lock_fd,
+        )
         if not any(state.status in ("queued", "running") for state in states.values()):
             from gafkd import reboot
 

@@ -25,6 +25,8 @@ TeacherRole = Literal["signal", "image"]
 
 
 MODEL_NAME = re.compile(r"wrn(\d+)_(\d+)")  # wrn<depth>_<width>
+# How a run is computed, not what it computes: changing these never makes it another run.
+HOW_KEYS = ("train.image_memory",)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # newline, tab and the rest: never in a --set value
 CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}
 AUTO_MEMORY_SHARE = 0.5  # train.image_memory = "auto": half of the device's free memory

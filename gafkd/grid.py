@@ -27,6 +27,7 @@ Expanding a grid gives runs with stable, readable ids ``<stage>/<slug>/seed<k>``
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -268,6 +269,14 @@ def _split_overrides(
         key = key.strip()
         if sep and key in axis_names:
             value = check_override(item)
+            if value == []:
+                axes = (grid.axes, *(stage.axes for stage in grid.stages))
+                example = next(a[key][0] for a in axes if key in a)
+                shown = example if isinstance(example, str) else json.dumps(example)
+                raise ConfigError(
+                    f"--set {item!r} leaves axis {key!r} of grid {grid.name!r} without values; "
+                    f"give at least one, e.g. --set {key}={shown}"
+                )
             axis_overrides[key] = tuple(value) if isinstance(value, list) else (value,)
         elif sep and key == AXIS_DATASET:
             raise ConfigError(f"grid {grid.name!r} has no dataset axis; set data.* keys instead")

@@ -1,9 +1,11 @@
 """Launching a grid on this machine: plan it, check it, choose slots, start the runner.
 
 ``launch`` expands a grid, checks it before anything runs (dataset paths, GPU indices, an unknown
-grid or key), writes ``runs/<grid>/.batch/plan.json`` and starts the runner of
-:mod:`gafkd.batch`, detached by default so it outlives the terminal; ``--dry`` only prints the
-plan. ``print_results`` aggregates a grid's results (:mod:`gafkd.results`).
+grid or key, cron for ``--on-reboot``), takes the grid's lock, checks that the runs already in
+their folders were made with the planned config, writes ``runs/<grid>/.batch/plan.json`` and
+starts the runner of :mod:`gafkd.batch`, which takes the lock over; detached by default so it
+outlives the terminal. ``--dry`` only prints the plan. ``print_results`` aggregates a grid's
+results (:mod:`gafkd.results`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -22,8 +25,9 @@ from gafkd.batch import (
     SLURM_FILE,
     Slots,
     batch_dir,
+    check_grid_name,
+    config_changes,
     grid_lock,
-    is_locked,
     keep_private,
     now,
     read_plan,
@@ -57,8 +61,38 @@ def plan_grid(grid_name: str, overrides: Sequence[str], root: Path) -> list[Plan
     return runs
 
 
+def grid_name(grid: str) -> str:
+    """The batch folder's name of `grid`: a grid file's ``name`` key (its runs go there too),
+    else the name given (a shipped grid, or a launched grid to resume)."""
+    return check_grid_name(load_grid(grid).name if grid.endswith(".toml") else grid)
+
+
+def parse_gpus(text: str) -> list[int]:
+    """``--gpus 0,2`` -> [0, 2]."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--gpus takes GPU indices like 0,1; got {text!r}") from None
+
+
+def parse_count(option: str, text: str) -> int:
+    """A whole number of at least 1 given as text (an invoke option), e.g. ``--per-gpu 2``."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"{option} takes a whole number of at least 1, e.g. 2; got {text!r}")
+    return count
+
+
 def choose_slots(per_gpu: int | None, gpus: Sequence[int] | None) -> tuple[Slots, str]:
     """Slots per visible GPU (from free memory unless `per_gpu`), or the CPU without a GPU."""
+    if per_gpu is not None and per_gpu < 1:
+        raise ConfigError(
+            f"--per-gpu is {per_gpu}; give at least 1 run at a time, or leave it out to fit "
+            "the runs into each GPU's free memory"
+        )
     found, reason = read_gpus()
     if gpus is not None:
         missing = [g for g in gpus if g not in {gpu.gpu for gpu in found}]
@@ -80,28 +114,94 @@ def _runs_that_fit(gpu: GpuSample) -> int:
     return max(1, min(4, (gpu.memory_total - gpu.memory_used) // MEMORY_PER_RUN))
 
 
+def plan_rows(runs: Sequence[PlannedRun]) -> list[dict[str, Any]]:
+    """Planned runs as ``plan.json`` holds them."""
+    return [asdict(r) | {"needs": list(r.needs)} for r in runs]
+
+
 def write_plan(root: Path, grid: str, runs: Sequence[PlannedRun], overrides: Sequence[str]) -> None:
     plan = {
         "grid": grid,
         "created": now(),
         "overrides": list(overrides),
         "stages": list(dict.fromkeys(r.stage for r in runs)),
-        "runs": [asdict(r) | {"needs": list(r.needs)} for r in runs],
+        "runs": plan_rows(runs),
     }
     rundir.save_json(plan, batch_dir(root, grid) / "plan.json")
 
 
-def start_detached(root: Path, grid: str, options: Sequence[str] = ()) -> int:
-    """Start the runner in its own session, so it outlives the terminal; return its pid."""
+def changed_runs(root: Path, runs: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Runs whose folder holds a run of another config, with how it differs; a run trained
+    from a teacher run that is rerun is stale too."""
+    changed: dict[str, list[str]] = {}
+    for run in runs:  # in plan order: teachers first
+        changes = config_changes(root, run)
+        if not changes and (root / run["run_dir"] / rundir.CONFIG).exists():
+            changes = [f"teacher {need}: rerun" for need in run["needs"] if need in changed]
+        if changes:
+            changed[run["id"]] = changes
+    return changed
+
+
+def set_aside_changed(
+    root: Path,
+    grid: str,
+    runs: Sequence[Mapping[str, Any]],
+    rerun: bool,
+    *,
+    dry: bool = False,
+    out: IO[str] = sys.stdout,
+) -> set[str]:
+    """Runs made with another config never count as done: refuse them, or with `rerun` move
+    their folders under ``.batch/superseded/<time>/`` so that they run again; return their ids."""
+    changed = changed_runs(root, runs)
+    if not changed:
+        return set()
+    keys = list(dict.fromkeys(change for changes in changed.values() for change in changes))
+    what = (
+        f"{len(changed)} run{'s' * (len(changed) > 1)} of grid {grid!r} ({_some(list(changed))}) "
+        f"{'were' if len(changed) > 1 else 'was'} made with another config ({_some(keys)})"
+    )
+    if not rerun:
+        raise ConfigError(
+            f"{what}: rerun them with --rerun-changed (the old runs are moved to "
+            f"{batch_dir(root, grid) / 'superseded'}/), or launch under another grid name"
+        )
+    folder = batch_dir(root, grid) / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+    while folder.exists():  # a second rerun within the second
+        folder = folder.with_name(folder.name + "+")
+    if dry:
+        print(f"{what}; launching moves them to {folder}/ and reruns them", file=out)
+        return set(changed)
+    by_id = {run["id"]: run for run in runs}
+    for run_id in changed:
+        (folder / run_id).parent.mkdir(parents=True, exist_ok=True)
+        (root / by_id[run_id]["run_dir"]).rename(folder / run_id)
+    print(f"{what}; moved them to {folder}/ to run them again", file=out)
+    return set(changed)
+
+
+def _some(items: Sequence[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def start_detached(root: Path, grid: str, options: Sequence[str], lock_fd: int) -> int:
+    """Start the runner in its own session, so it outlives the terminal; return its pid.
+
+    The runner inherits `lock_fd`, the grid's lock that the caller holds, and takes it over:
+    no other launch of the grid can come in between."""
     state_dir = batch_dir(root, grid)
     log = (state_dir / "runner.log").open("ab")
+    argv = [sys.executable, "-m", "gafkd", "batch-run", grid, "--root", str(root), *options]
     process = subprocess.Popen(
-        [sys.executable, "-m", "gafkd", "batch-run", grid, "--root", str(root), *options],
+        [*argv, f"--lock-fd={lock_fd}"],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         close_fds=True,
+        pass_fds=(lock_fd,),
     )
     return process.pid
 
@@ -120,16 +220,18 @@ def launch(
     backend: str = "local",
     queue: Path | None = None,
     on_reboot: bool = False,
+    rerun_changed: bool = False,
     out: IO[str] = sys.stdout,
 ) -> None:
     """Plan a grid and run it on this machine: detached unless `foreground`, nothing under `dry`.
 
     With `resume`, the batch already planned under `root` is started again as it was planned
     (after a reboot, or after its runner was killed); runs that are done are not run again.
-    With a `queue` folder, runs take host-wide slots there, shared with other users' runners.
-    With `backend` ``"slurm"`` the stages go to Slurm as job arrays instead (:mod:`gafkd.slurm`).
-    With `on_reboot`, an ``@reboot`` line in the user's crontab resumes the batch after the
-    server restarts, until the batch finishes (:mod:`gafkd.reboot`).
+    Runs whose folder holds a run of another config are refused, or with `rerun_changed` moved
+    aside and run again. With a `queue` folder, runs take host-wide slots there, shared with
+    other users' runners. With `backend` ``"slurm"`` the stages go to Slurm as job arrays
+    instead (:mod:`gafkd.slurm`). With `on_reboot`, an ``@reboot`` line in the user's crontab
+    resumes the batch after the server restarts, until the batch finishes (:mod:`gafkd.reboot`).
     """
     if on_reboot and (foreground or backend != "local"):
         raise ConfigError(
@@ -139,9 +241,18 @@ def launch(
     if backend == "slurm":
         from gafkd import slurm
 
-        slurm.submit(root, grid, overrides, dry=dry, resume=resume, foreground=foreground, out=out)
+        slurm.submit(
+            root,
+            grid,
+            overrides,
+            dry=dry,
+            resume=resume,
+            foreground=foreground,
+            rerun_changed=rerun_changed,
+            out=out,
+        )
         if foreground and not dry:
-            print_results(root, read_plan(root, Path(grid).stem)["grid"], out=out)
+            print_results(root, grid_name(grid), out=out)
         return
     if backend != "local":
         raise ConfigError(f"backend {backend!r} is unknown; expected local or slurm")
@@ -150,66 +261,76 @@ def launch(
             f"{[o for o in overrides if o.startswith('slurm.')]} set Slurm options, but the "
             "backend is local; add --backend slurm"
         )
-    if resume:
-        name = read_plan(root, grid)["grid"]
-        runs = None
-    else:
-        planned = plan_grid(grid, overrides, root)
-        name = Path(grid).stem if grid.endswith(".toml") else grid
-        runs = planned
+    name = grid_name(grid)
+    planned = None if resume else plan_grid(grid, overrides, root)
+    rows = read_plan(root, name)["runs"] if planned is None else plan_rows(planned)
     slots, reason = choose_slots(per_gpu, gpus)
     if queue is not None:
         check_folder(queue)  # :mod:`gafkd.hostqueue`
-    if dry:
-        print_plan(name, runs if runs is not None else read_plan(root, name)["runs"], slots, out)
-        return
-    if is_locked(root, name):
-        with grid_lock(root, name):  # raises, naming the runner that holds it
-            pass
-    slurm_record = batch_dir(root, name) / SLURM_FILE
-    if slurm_record.exists():  # the grid went to Slurm before: this machine takes it over
-        from gafkd.slurm import active_jobs
-
-        active = active_jobs(root, name)
-        if active:
-            raise ConfigError(
-                f"grid {name!r} still has jobs in Slurm ({', '.join(active)}); "
-                f"`invoke cancel {name}` them first, or wait for them"
-            )
-        slurm_record.unlink()
-    keep_private()
-    if runs is not None:
-        write_plan(root, name, runs, overrides)
-        (batch_dir(root, name) / CANCELLED).unlink(missing_ok=True)  # a new launch runs them all
-    where = ", ".join(
-        f"{n} at a time on {'the CPU' if d == 'cpu' else f'GPU {d}'}"
-        for d, n in slots.per_device.items()
-    )
-    print(
-        f"grid {name}: {len(read_plan(root, name)['runs'])} runs, {where}"
-        + (f" ({reason})" if reason else "")
-        + (f"; slots shared with other users' runners through {queue}" if queue else ""),
-        file=out,
-    )
     options = [f"--retries={retries}"] + ([f"--per-gpu={per_gpu}"] if per_gpu else [])
     options += [f"--gpus={','.join(map(str, gpus))}"] if gpus else []
     options += [f"--queue={queue}"] if queue else []
+    crontab = None
+    if on_reboot:  # cron is checked and the line built before anything starts
+        from gafkd import reboot
+
+        crontab = reboot.prepare(root, name, options)
+    if dry:
+        set_aside_changed(root, name, rows, rerun_changed, dry=True, out=out)
+        print_plan(name, rows, slots, out)
+        return
+    keep_private()
+    with grid_lock(root, name) as lock_fd:  # from the checks until the runner holds it
+        _take_over_from_slurm(root, name)
+        set_aside_changed(root, name, rows, rerun_changed, out=out)
+        if planned is not None:
+            write_plan(root, name, planned, overrides)
+            (batch_dir(root, name) / CANCELLED).unlink(missing_ok=True)  # a new launch runs all
+        where = ", ".join(
+            f"{n} at a time on {'the CPU' if d == 'cpu' else f'GPU {d}'}"
+            for d, n in slots.per_device.items()
+        )
+        print(
+            f"grid {name}: {len(rows)} runs, {where}"
+            + (f" ({reason})" if reason else "")
+            + (f"; slots shared with other users' runners through {queue}" if queue else ""),
+            file=out,
+        )
+        if foreground:  # a duplicate of the descriptor shares the lock; the runner closes it
+            lock = os.dup(lock_fd)
+            run_batch(root, name, slots, retries=retries, log=out, queue=queue, lock_fd=lock)
+        else:
+            pid = start_detached(root, name, options, lock_fd)
     if foreground:
-        run_batch(root, name, slots, retries=retries, log=out, queue=queue)
         print_results(root, name, out=out)
         return
-    pid = start_detached(root, name, options)
-    state_dir = batch_dir(root, name)
     print(
         f"runner started in the background (pid {pid}); it survives closing this terminal", file=out
     )
-    if on_reboot:
-        from gafkd import reboot
-
-        reboot.install(root, name, options)
+    if crontab is not None:
+        reboot.write(crontab)
         print("  after a reboot, cron resumes it (@reboot in your crontab until it ends)", file=out)
-    print(f"  state and logs: {state_dir}/ (runner.log), run logs: <run dir>/log.txt", file=out)
+    print(
+        f"  state and logs: {batch_dir(root, name)}/ (runner.log), run logs: <run dir>/log.txt",
+        file=out,
+    )
     print("  watch it: invoke status --watch    results: invoke results --grid " + name, file=out)
+
+
+def _take_over_from_slurm(root: Path, grid: str) -> None:
+    """A grid that went to Slurm before moves to this machine's runner once nothing of it runs
+    there."""
+    slurm_record = batch_dir(root, grid) / SLURM_FILE
+    if slurm_record.exists():
+        from gafkd.slurm import active_jobs
+
+        active = active_jobs(root, grid)
+        if active:
+            raise ConfigError(
+                f"grid {grid!r} still has jobs in Slurm ({', '.join(active)}); "
+                f"`invoke cancel {grid}` them first, or wait for them"
+            )
+        slurm_record.unlink()
 
 
 def print_results(
@@ -218,7 +339,7 @@ def print_results(
     """Aggregate a grid's results over seeds; print the table and where the files are."""
     from gafkd import results
 
-    if not (root / "runs" / grid).is_dir():
+    if not (root / "runs" / check_grid_name(grid)).is_dir():
         raise ConfigError(f"no results of grid {grid!r} under {root / 'runs'}; launch it first")
     paths = results.write_all(root / "runs" / grid, reference)
     print(paths["markdown"].read_text(), file=out)

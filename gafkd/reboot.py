@@ -56,11 +56,16 @@ def with_entry(crontab: str, root: Path, grid: str, line: str | None) -> str:
     return "".join(f"{row}\n" for row in kept)
 
 
+def prepare(root: Path, grid: str, options: Sequence[str] = ()) -> str:
+    """The user's crontab with the batch's ``@reboot`` line added (or replaced), to `write`
+    once the runner started; cron is checked here, so a launch fails before anything starts."""
+    return with_entry(_read(required=True), root, grid, entry(root, grid, options))
+
+
 def install(root: Path, grid: str, options: Sequence[str] = ()) -> str:
     """Add (or replace) the batch's ``@reboot`` line; return it."""
-    line = entry(root, grid, options)
-    _write(with_entry(_read(required=True), root, grid, line))
-    return line
+    write(prepare(root, grid, options))
+    return entry(root, grid, options)
 
 
 def remove(root: Path, grid: str) -> bool:
@@ -71,7 +76,7 @@ def remove(root: Path, grid: str) -> bool:
     updated = with_entry(current, root, grid, None)
     if updated == current:
         return False
-    _write(updated)
+    write(updated)
     return True
 
 
@@ -90,7 +95,8 @@ def _read(required: bool) -> str:
     return done.stdout if done.returncode == 0 else ""
 
 
-def _write(text: str) -> None:
+def write(text: str) -> None:
+    """Replace the user's crontab with `text`."""
     done = subprocess.run(["crontab", "-"], input=text, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ConfigError(f"crontab could not be written: {done.stderr.strip()}")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from gafkd import data, imaging, memory, models, rundir, train
-from gafkd.config import ConfigError, RunConfig, load_config, to_dict
+from gafkd.config import HOW_KEYS, ConfigError, RunConfig, load_config, to_dict
 from gafkd.split import Split, split_by_subject, standardize
 from gafkd.train import SplitTensors, TrainingData, fit, images_of
 
@@ -240,6 +240,10 @@ def _check_same_config(config: RunConfig, run_dir: Path) -> None:
     saved = to_dict(load_config(path))
     wanted = to_dict(config)
     saved["teachers"] = wanted["teachers"] = None  # paths may be written differently
+    for key in HOW_KEYS:  # e.g. the image memory budget may change between tries
+        section, name = key.split(".")
+        saved[section].pop(name, None)
+        wanted[section].pop(name, None)
     if saved != wanted:
         keys = [k for k in wanted if saved.get(k) != wanted[k]]
         raise ConfigError(

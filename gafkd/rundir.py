@@ -70,12 +70,16 @@ def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
 
 
 @contextmanager
-def exclusive(path: Path, busy: str) -> Iterator[None]:
-    """Hold an flock on `path` for the block; when another process holds it, raise ConfigError
-    with `busy`, which may name the holder as ``{holder}`` (its pid, host and start time)."""
+def exclusive(path: Path, busy: str, fd: int | None = None) -> Iterator[int]:
+    """Hold an flock on `path` for the block and yield its file descriptor; when another process
+    holds it, raise ConfigError with `busy`, which may name the holder as ``{holder}`` (its pid,
+    host and start time). With `fd`, an open descriptor of `path` that a parent process locked
+    (and passed on) is taken over instead, and closed at the end."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+") as handle:
-        try:
+    if fd is not None and not os.path.samestat(os.fstat(fd), os.stat(path)):
+        raise ConfigError(f"file descriptor {fd} is not {path}; start this through gafkd launch")
+    with path.open("a+") if fd is None else os.fdopen(fd, "a+") as handle:
+        try:  # a descriptor inherited from the process holding the lock shares its lock
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
@@ -85,7 +89,7 @@ def exclusive(path: Path, busy: str) -> Iterator[None]:
         started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
         handle.flush()
-        yield
+        yield handle.fileno()
 
 
 def is_held(path: Path) -> bool:
@@ -106,7 +110,7 @@ def lock_is_free(fd: int) -> bool:
     return True
 
 
-def locked(run_dir: Path) -> AbstractContextManager[None]:
+def locked(run_dir: Path) -> AbstractContextManager[int]:
     """Hold the run's lock while training it: a second process on the same run is refused."""
     return exclusive(
         run_dir / LOCK,

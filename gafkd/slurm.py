@@ -105,49 +105,43 @@ def submit(
     dry: bool = False,
     resume: bool = False,
     foreground: bool = False,
+    rerun_changed: bool = False,
     defaults: SlurmOptions = SlurmOptions(),
     out: IO[str] = sys.stdout,
 ) -> dict[str, Any]:
     """Plan a grid and submit its stages as Slurm job arrays; return what ``slurm.json`` holds.
 
-    Runs whose result exists are not submitted. A stage whose runs are all done is skipped and
-    nothing waits for it. With `resume` the batch already planned under `root` is submitted
-    again as planned (after a cancel, or failures that are fixed now).
+    Runs that are done (their result exists, made with the planned config) are not submitted;
+    runs made with another config are refused, or with `rerun_changed` moved aside and
+    submitted (:func:`gafkd.launch.set_aside_changed`). A stage whose runs are all done is
+    skipped and nothing waits for it. With `resume` the batch already planned under `root` is
+    submitted again as planned (after a cancel, or failures that are fixed now).
     """
-    from gafkd.launch import plan_grid, write_plan
+    from gafkd.launch import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
 
     grid_sets, options = split_options(overrides, defaults)
     resolved = str(root.resolve())
     shown = resolved if resolved.isprintable() else repr(resolved)
     check_text(resolved, f"--root {shown}", "a folder that the sbatch script names")
-    planned = None
-    if resume:
-        plan = read_plan(root, grid)
-        name, runs = plan["grid"], list(plan["runs"])
-    else:
-        name = Path(grid).stem if grid.endswith(".toml") else grid
-        planned = plan_grid(grid, grid_sets, root)
-        runs = [asdict(r) | {"needs": list(r.needs)} for r in planned]
+    name = grid_name(grid)
+    planned = None if resume else plan_grid(grid, grid_sets, root)
+    runs = read_plan(root, name)["runs"] if planned is None else plan_rows(planned)
     for part, what in [(name, "grid name"), *((run["stage"], "stage name") for run in runs)]:
         check_name(part, what, "Slurm job name")  # gafkd-<grid>-<stage>: a line of the script
     _require_commands()
     _check_partition(options.partition)
-    done = {run["id"] for run in runs if rundir.read_result(root / run["run_dir"]) is not None}
+    if not dry:
+        _check_nothing_runs(root, name)
+    changed = set_aside_changed(root, name, runs, rerun_changed, dry=dry, out=out)
+    done = {
+        run["id"]
+        for run in runs
+        if run["id"] not in changed and rundir.read_result(root / run["run_dir"]) is not None
+    }
     stages = stage_order(runs, done)
     if dry:
         print_stages(name, stages, options, done, out)
         return {}
-    if is_locked(root, name):
-        raise ConfigError(
-            f"grid {name!r} is running on this machine's runner; `invoke cancel {name}` it or "
-            "wait for it before submitting it to Slurm"
-        )
-    active = active_jobs(root, name)
-    if active:
-        raise ConfigError(
-            f"grid {name!r} still has jobs in Slurm ({', '.join(active)}); `invoke status` "
-            f"shows them. Wait for them, or `invoke cancel {name}` first"
-        )
     if planned is not None:
         write_plan(root, name, planned, grid_sets)
     (batch_dir(root, name) / CANCELLED).unlink(missing_ok=True)
@@ -161,6 +155,20 @@ def submit(
     if foreground:
         wait(root, name, out=out)
     return record
+
+
+def _check_nothing_runs(root: Path, name: str) -> None:
+    if is_locked(root, name):
+        raise ConfigError(
+            f"grid {name!r} is running on this machine's runner; `invoke cancel {name}` it or "
+            "wait for it before submitting it to Slurm"
+        )
+    active = active_jobs(root, name)
+    if active:
+        raise ConfigError(
+            f"grid {name!r} still has jobs in Slurm ({', '.join(active)}); `invoke status` "
+            f"shows them. Wait for them, or `invoke cancel {name}` first"
+        )
 
 
 def stage_order(

@@ -116,7 +116,7 @@ def train(c: Context, config: str, set: list[str] | None = None) -> None:
         "dry": "print the plan (runs, order, where each goes) and change nothing",
         "foreground": "stay attached until the batch is done, then print the results",
         "resume": "start an already planned batch again (after a reboot or a killed runner)",
-        "per_gpu": "runs at a time per GPU (default: from free memory)",
+        "per_gpu": "runs at a time per GPU, at least 1 (default: from free memory)",
         "gpus": "GPU indices to use, e.g. 0,1 (default: all)",
         "retries": "how often a failing run is retried before it is marked failed",
         "root": ROOT_HELP,
@@ -125,6 +125,8 @@ def train(c: Context, config: str, set: list[str] | None = None) -> None:
         "with --host, the host's `backend` setting is the default",
         "on_reboot": "resume the batch after the server reboots (an @reboot line in your crontab, "
         "removed when the batch ends)",
+        "rerun_changed": "rerun the runs that were made with another config (other --set values "
+        "or grid file); their old folders are moved aside, under the batch's superseded/",
     },
     iterable=["set"],
 )
@@ -135,19 +137,22 @@ def launch(
     dry: bool = False,
     foreground: bool = False,
     resume: bool = False,
-    per_gpu: int = 0,
+    per_gpu: str = "",
     gpus: str = "",
     retries: int = 2,
     root: str = ".",
     host: str = "",
     backend: str = "",
     on_reboot: bool = False,
+    rerun_changed: bool = False,
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
     from gafkd import __version__
     from gafkd import launch as launcher
 
     with user_errors():
+        gpu_list = launcher.parse_gpus(gpus) if gpus else None
+        per_gpu_count = launcher.parse_count("--per-gpu", per_gpu) if per_gpu else None
         if host:
             if foreground:
                 raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
@@ -162,10 +167,9 @@ def launch(
             options = [f"--set={item}" for item in sets] + [f"--retries={retries}"]
             options += [f"--per-gpu={per_gpu}"] * bool(per_gpu) + [f"--gpus={gpus}"] * bool(gpus)
             options += ["--resume"] * resume + [f"--backend={backend}"] * (backend == "slurm")
-            options += ["--on-reboot"] * on_reboot
+            options += ["--on-reboot"] * on_reboot + ["--rerun-changed"] * rerun_changed
             remote.launch(connection, lab, grid, options, version=__version__, dry=dry, echo=print)
             return
-        gpu_list = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
         launcher.launch(
             grid,
             set or [],
@@ -173,11 +177,12 @@ def launch(
             dry=dry,
             foreground=foreground,
             resume=resume,
-            per_gpu=per_gpu or None,
+            per_gpu=per_gpu_count,
             gpus=gpu_list,
             retries=retries,
             backend=backend or "local",
             on_reboot=on_reboot,
+            rerun_changed=rerun_changed,
         )
 
 
@@ -199,9 +204,12 @@ def status(
     host: str = "",
 ) -> None:
     """GPUs, their health and other users' processes, and each batch's progress, on one screen."""
+    from gafkd.batch import check_grid_name
     from gafkd.cli import show_status
 
     with user_errors():
+        if grid:
+            check_grid_name(grid)
         if host:
             show_host_status(c, host, grid, json, watch)
             return
@@ -218,10 +226,12 @@ def status(
 )
 def results(c: Context, grid: str, reference: str = "", root: str = ".", host: str = "") -> None:
     """Mean ± std over seeds per config: a markdown table, CSV and a PNG plot."""
+    from gafkd.batch import check_grid_name
     from gafkd.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     with user_errors():
+        check_grid_name(grid)
         chosen = LAB_REFERENCE if reference == "lab" else reference or None
         local = Path(root)
         if host:
@@ -242,9 +252,11 @@ def results(c: Context, grid: str, reference: str = "", root: str = ".", host: s
 )
 def cancel(c: Context, grid: str, run: str = "", root: str = ".", host: str = "") -> None:
     """Stop a run, or a whole batch, cleanly: marked cancelled (not failed), resumable later."""
+    from gafkd.batch import check_grid_name
     from gafkd.control import cancel as cancel_runs
 
     with user_errors():
+        check_grid_name(grid)
         if host:
             from provisioning import remote
 
@@ -269,9 +281,12 @@ def logs(
     c: Context, run: str, grid: str = "", follow: bool = False, root: str = ".", host: str = ""
 ) -> None:
     """Show a run's log (its training output), optionally following it."""
+    from gafkd.batch import check_grid_name
     from gafkd.control import show_log
 
     with user_errors():
+        if grid:
+            check_grid_name(grid)
         if host:
             from provisioning import remote
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,32 @@ def test_a_control_character_in_a_set_for_a_host_is_refused_before_connecting(
     assert message.startswith("error: --set slurm.account: a newline is not allowed"), message
     assert "\n" not in message
     assert connected == []  # nothing was synced, nothing ran on the host
+
+
+@pytest.mark.parametrize(
+    ("task", "options", "message"),
+    [
+        ("launch", {"gpus": "x"}, "error: --gpus takes GPU indices like 0,1; got 'x'"),
+        ("launch", {"gpus": "0,x", "host": "lab"}, "error: --gpus takes GPU indices like 0,1"),
+        ("launch", {"per_gpu": "0"}, "error: --per-gpu takes a whole number of at least 1"),
+        ("launch", {"per_gpu": "two", "host": "lab"}, "error: --per-gpu takes a whole number"),
+        ("launch", {"grid": "../x", "resume": True}, "error: grid name '../x' is not a folder"),
+        ("results", {"grid": "../x", "host": "lab"}, "error: grid name '../x' is not a folder"),
+        ("cancel", {"grid": "a/b", "host": "lab"}, "error: grid name 'a/b' is not a folder"),
+        ("status", {"grid": "..", "host": "lab"}, "error: grid name '..' is not a folder"),
+        ("logs", {"run": "r", "grid": "../x"}, "error: grid name '../x' is not a folder"),
+    ],
+)
+def test_bad_task_options_are_one_line_before_any_connection(
+    task: str, options: dict[str, Any], message: str, tmp_path: Path
+) -> None:
+    from invoke import Context
+    from invoke.exceptions import Exit
+
+    from tasks import experiment
+
+    arguments = {"grid": "kd_alpha"} if task != "logs" else {}
+    with pytest.raises(Exit) as error:
+        getattr(experiment, task).body(Context(), **(arguments | options), root=str(tmp_path))
+    assert str(error.value.message).startswith(message)
+    assert not (tmp_path / "runs").exists()

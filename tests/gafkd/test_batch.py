@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,7 @@ def test_second_launch_of_a_running_grid_is_refused(grid_file, tmp_path: Path) -
     wait_for(lambda: is_locked(root, "tiny"))
     with pytest.raises(ConfigError, match="grid 'tiny' is already running \\(runner pid"):
         launch(grid, ["seed=0"], root, out=io.StringIO())
+    wait_for(lambda: (batch_dir(root, "tiny") / "state.json").exists())  # the runner took over
     os.kill(state(root)["runner"]["pid"], signal.SIGTERM)  # stops cleanly: runs stay queued
     wait_for(lambda: not is_locked(root, "tiny"))
     assert "running" not in {s["status"] for s in state(root)["runs"].values()}
@@ -272,3 +274,201 @@ def test_logs_show_a_finished_runs_output(grid_file, tmp_path: Path) -> None:  #
     out = io.StringIO()
     show_log(root, "student/alpha-0.3/seed0", follow=True, out=out)
     assert "epoch 1/1" in out.getvalue()
+
+
+# -- a grid never lies about what ran ------------------------------------------------------------
+
+SOLO_GRID = """
+name = "solo"
+[base]
+data = {{ source = "npz", path = "{data}", test_subjects = [0], val_subjects = [1] }}
+train = {{ epochs = 1, batch_size = 16 }}
+[[stages]]
+name = "only"
+base = {{ student = {{ name = "wrn10_1", input = "signal" }} }}
+"""
+
+
+@pytest.fixture
+def solo_file(tmp_path: Path, tiny_npz: Path) -> Path:
+    """A one-run grid named "solo" in a file named otherwise."""
+    path = tmp_path / "my_experiment.toml"
+    path.write_text(SOLO_GRID.format(data=tiny_npz.as_posix()))
+    return path
+
+
+def finished(root: Path, run: dict[str, Any]) -> None:
+    """What a finished run of this planned config leaves in its folder (without training it)."""
+    from gafkd import rundir
+    from gafkd.batch import write_run_config
+    from gafkd.config import load_config
+
+    config_path = write_run_config(root, run)
+    rundir.save_config(load_config(config_path), config_path.parent)
+    rundir.save_json({"reported_acc": 50.0}, config_path.parent / rundir.RESULT)
+
+
+def test_a_grid_file_launches_and_resumes_under_its_name_key(
+    solo_file: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "lab"
+    launch(str(solo_file), [], root, foreground=True, out=io.StringIO())
+    assert (root / "runs/solo/.batch/plan.json").exists()  # where its runs are, too
+    assert (root / "runs/solo/only/default/seed0/result.json").exists()
+    assert not (root / "runs/my_experiment").exists()
+    out = io.StringIO()
+    launch(str(solo_file), [], root, resume=True, foreground=True, out=out)  # the file's batch
+    assert "grid solo: 1 done" in out.getvalue()
+    assert "start   only/default/seed0" not in out.getvalue()
+
+
+def test_a_relaunch_with_other_settings_refuses_then_reruns_with_rerun_changed(
+    solo_file: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "lab"
+    launch(str(solo_file), [], root, foreground=True, out=io.StringIO())
+    run_dir = root / "runs/solo/only/default/seed0"
+    plan = (batch_dir(root, "solo") / "plan.json").read_text()
+    result = (run_dir / "result.json").read_text()
+    with pytest.raises(ConfigError) as error:
+        launch(str(solo_file), ["train.epochs=2"], root, out=io.StringIO())
+    assert str(error.value).startswith(
+        "1 run of grid 'solo' (only/default/seed0) was made with another config "
+        "(train.epochs: 1 -> 2): rerun them with --rerun-changed"
+    )
+    assert (batch_dir(root, "solo") / "plan.json").read_text() == plan  # nothing written
+    assert (run_dir / "result.json").read_text() == result
+    out = io.StringIO()
+    launch(str(solo_file), ["train.epochs=2"], root, foreground=True, rerun_changed=True, out=out)
+    assert "moved them to" in out.getvalue()
+    assert json.loads((run_dir / "result.json").read_text())["epochs"] == 2
+    (old,) = (batch_dir(root, "solo") / "superseded").glob("*/only/default/seed0")
+    assert (old / "result.json").read_text() == result  # kept, not overwritten
+
+
+def test_a_second_grid_file_with_the_same_name_does_not_count_the_first_ones_runs(
+    grid_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "lab"
+    first = plan_grid(str(grid_file(epochs=1)), ["seed=0"], root)
+    write_plan(root, "tiny", first, [])
+    for run in first:
+        finished(root, asdict(run) | {"needs": list(run.needs)})
+    other = tmp_path / "other" / "tiny.toml"  # the same name, another signal teacher
+    other.parent.mkdir()
+    other.write_text(
+        grid_file(epochs=1)
+        .read_text()
+        .replace('input = "signal" }', 'input = "signal", dropout = 0.1 }', 1)
+    )
+    with pytest.raises(ConfigError) as error:
+        launch(str(other), ["seed=0"], root, out=io.StringIO())
+    message = str(error.value)
+    assert message.startswith("3 runs of grid 'tiny' (signal_teacher/default/seed0, ")
+    assert "student.dropout: 0.0 -> 0.1, teacher signal_teacher/default/seed0: rerun)" in message
+    assert "gaf_teacher" not in message  # unchanged, still done
+    out = io.StringIO()
+    launch(str(other), ["seed=0"], root, dry=True, rerun_changed=True, out=out)
+    assert "launching moves them to" in out.getvalue()
+    assert (root / "runs/tiny/signal_teacher/default/seed0/result.json").exists()  # dry: kept
+
+
+@pytest.mark.parametrize(
+    ("overrides", "changes"),
+    [
+        (["seed=0"], []),
+        (["seed=0", "train.epochs=1"], []),  # the same value, spelt out
+        (["seed=0", "data.path=RELATIVE"], []),  # the same file, written from the lab folder
+        (["seed=0", "train.image_memory=64KiB"], []),  # how images are made, not what
+        (["seed=0", "train.temperature=2"], ["train.temperature: 4.0 -> 2.0"]),
+        (["seed=0", "imaging.image_size=16"], ["imaging.image_size: 8 -> 16"]),
+    ],
+)
+def test_a_run_is_done_only_with_its_planned_config(
+    grid_file: Callable[..., Path],
+    tmp_path: Path,
+    tiny_npz: Path,
+    overrides: list[str],
+    changes: list[str],
+) -> None:
+    from gafkd.batch import config_changes
+
+    root = tmp_path / "lab"
+    grid = str(grid_file(epochs=1))
+    for run in plan_grid(grid, ["seed=0"], root):
+        finished(root, asdict(run) | {"needs": list(run.needs)})
+    relative = os.path.relpath(tiny_npz, root)
+    teacher = plan_grid(grid, [o.replace("RELATIVE", relative) for o in overrides], root)[0]
+    row = asdict(teacher) | {"needs": list(teacher.needs)}
+    assert config_changes(root, row) == changes
+
+
+def test_the_runner_does_not_count_a_result_of_another_config_as_done(
+    grid_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = tmp_path / "lab"
+    grid = str(grid_file(epochs=1))
+    for run in plan_grid(grid, ["seed=0"], root):
+        finished(root, asdict(run) | {"needs": list(run.needs)})
+    write_plan(root, "tiny", plan_grid(grid, ["seed=0", "train.temperature=2"], root), [])
+    states = run_batch(root, "tiny", Slots({"cpu": 1}), log=io.StringIO())
+    assert states["gaf_teacher/default/seed0"].status == "failed"
+    assert "train.temperature: 4.0 -> 2.0" in str(states["gaf_teacher/default/seed0"].error)
+    assert "--rerun-changed" in str(states["gaf_teacher/default/seed0"].error)
+    assert {s.status for s in states.values()} == {"failed"}  # none is trained again
+
+
+def test_two_launches_at_once_one_wins_the_other_gets_one_line(
+    grid_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    grid = str(grid_file(epochs=200))
+    root = tmp_path / "race"
+    launches = {
+        seed: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gafkd",
+                "launch",
+                grid,
+                "--root",
+                str(root),
+                f"--set=seed={seed}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (0, 1)
+    }
+    outputs = {seed: (p.communicate(timeout=120), p.returncode) for seed, p in launches.items()}
+    winners = [seed for seed, (_, code) in outputs.items() if code == 0]
+    assert len(winners) == 1, outputs
+    ((winner_out, _), _) = outputs[winners[0]]
+    ((loser_out, loser_err), _) = outputs[1 - winners[0]]
+    assert "runner started" in winner_out
+    assert loser_out == ""
+    assert loser_err.startswith("error: grid 'tiny' is already running (runner pid ")
+    assert loser_err.count("\n") == 1
+    plan = json.loads((batch_dir(root, "tiny") / "plan.json").read_text())
+    assert plan["overrides"] == [f"seed={winners[0]}"]
+    wait_for(lambda: (batch_dir(root, "tiny") / "state.json").exists())
+    os.kill(state(root)["runner"]["pid"], signal.SIGTERM)
+    wait_for(lambda: not is_locked(root, "tiny"))
+
+
+def test_a_launch_while_another_holds_the_grid_writes_nothing(
+    grid_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    from gafkd.batch import grid_lock
+
+    root = tmp_path / "held"
+    with grid_lock(root, "tiny"):
+        with pytest.raises(ConfigError, match="grid 'tiny' is already running"):
+            launch(str(grid_file()), ["seed=0"], root, out=io.StringIO())
+        with pytest.raises(ConfigError, match="grid 'tiny' is already running"):
+            launch(str(grid_file()), ["seed=0"], root, foreground=True, out=io.StringIO())
+    assert sorted(p.name for p in (root / "runs").rglob("*")) == [".batch", "lock", "tiny"]

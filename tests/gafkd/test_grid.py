@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +147,60 @@ def test_an_axis_of_bare_model_names_is_a_list_of_them() -> None:
 def test_a_bad_model_name_is_refused_when_the_grid_is_planned() -> None:
     with pytest.raises(ConfigError, match=r"model name '\[wrn16_1' must look like"):
         expand(load_grid("gaf_teachers"), ["dataset=watch", "student.name=[wrn16_1"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"per_gpu": 0}, "--per-gpu is 0; give at least 1 run at a time"),
+        ({"per_gpu": -1}, "--per-gpu is -1; give at least 1 run at a time"),
+        ({"overrides": ["dataset=watch", "seed=[]"]}, "leaves axis 'seed' of grid 'kd_alpha'"),
+        ({"grid": "../kd_alpha", "resume": True}, "grid name '../kd_alpha' is not a folder name"),
+        ({"grid": "..", "resume": True}, "grid name '..' is not a folder name"),
+    ],
+)
+@pytest.mark.parametrize("dry", [True, False])
+def test_bad_launch_options_are_one_line_before_anything_is_written(
+    options: dict[str, Any], message: str, dry: bool, tmp_path: Path
+) -> None:
+    arguments = {"grid": "kd_alpha", "overrides": ["dataset=watch"]} | options
+    with pytest.raises(ConfigError) as error:
+        launch(root=tmp_path, dry=dry, out=io.StringIO(), **arguments)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "runs").exists()
+
+
+ESCAPE = "../../other/runs/g"  # from lab/runs/ into another lab folder's batch
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--grid", ESCAPE],
+        ["status", "--grid", "a/b", "--json"],
+        ["results", ESCAPE],
+        ["cancel", ESCAPE],
+        ["cancel", ESCAPE, "--run", "t/default/seed0"],
+        ["logs", "t/default/seed0", "--grid", ESCAPE],
+        ["launch", ESCAPE, "--resume"],
+    ],
+)
+def test_a_grid_name_with_a_slash_is_one_line_and_touches_no_other_folder(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gafkd.cli import main
+
+    other = tmp_path / "other" / "runs" / "g"
+    (other / ".batch").mkdir(parents=True)
+    plan = {"grid": "g", "runs": [{"id": "t/default/seed0", "run_dir": "runs/g/t/default/seed0"}]}
+    (other / ".batch" / "plan.json").write_text(json.dumps(plan))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    (tmp_path / "lab").mkdir()
+    assert main([*argv, "--root", str(tmp_path / "lab")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: grid name {argv[argv.index('--grid') + 1] if '--grid' in argv else ESCAPE!r}"
+    )
+    assert err.count("\n") == 1
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.name != "lab") == before

@@ -151,3 +151,20 @@ def test_evaluation_and_teacher_logits_run_in_chunks_within_the_budget(make_conf
     model.sizes.clear()
     train.evaluate(model, data.test, data, config.train.eval_batch_size)
     assert model.sizes == [5, 5, 2]
+
+
+def test_a_run_resumes_under_another_image_memory_but_not_another_config(
+    make_config: Any, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from gafkd.run import _check_same_config
+
+    config = image_config(make_config, "r", "1GiB")
+    run_dir = tmp_path / "run"
+    rundir.save_config(config, run_dir)
+    smaller = replace(config, train=replace(config.train, image_memory="64KiB"))
+    _check_same_config(smaller, run_dir)  # the budget says how images are made, not what
+    longer = replace(config, train=replace(config.train, epochs=config.train.epochs + 1))
+    with pytest.raises(ConfigError, match="differs in train"):
+        _check_same_config(longer, run_dir)

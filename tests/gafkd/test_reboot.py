@@ -53,3 +53,40 @@ def test_on_reboot_is_refused_for_a_foreground_batch(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--on-reboot is for a detached local runner"):
         launch("kd_alpha", ["dataset=watch"], tmp_path, foreground=True, on_reboot=True)
     assert not (tmp_path / "runs").exists()
+
+
+FAILING_CRONTAB = "#!/bin/sh\necho 'crontab: your UID is not allowed to use cron' >&2\nexit 1\n"
+
+
+@pytest.mark.parametrize(
+    ("crontab", "message"),
+    [
+        (None, r"--on-reboot needs cron, and this host has no `crontab` command"),
+        (FAILING_CRONTAB, r"crontab -l failed: crontab: your UID is not allowed to use cron"),
+    ],
+)
+def test_on_reboot_checks_cron_before_the_runner_starts(
+    crontab: str | None,
+    message: str,
+    tmp_path: Path,
+    tiny_npz: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gafkd.launch import launch
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if crontab is not None:
+        (bin_dir / "crontab").write_text(crontab)
+        (bin_dir / "crontab").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    grid = tmp_path / "solo.toml"
+    grid.write_text(
+        'name = "solo"\n[base]\n'
+        f'data = {{ source = "npz", path = "{tiny_npz.as_posix()}" }}\ntrain = {{ epochs = 1 }}\n'
+        '[[stages]]\nname = "only"\n'
+    )
+    root = tmp_path / "lab"
+    with pytest.raises(ConfigError, match=message):
+        launch(str(grid), [], root, on_reboot=True)
+    assert not (root / "runs").exists()  # no plan, no runner

@@ -250,3 +250,33 @@ def test_a_local_launch_of_a_grid_with_jobs_in_slurm_is_refused(
     with pytest.raises(ConfigError, match=r"still has jobs in Slurm \(12\)"):
         launch("kd_alpha", ["dataset=watch"], tmp_path)
     assert not (folder / "plan.json").exists()  # nothing planned, nothing started
+
+
+def test_a_run_of_another_config_is_not_done_for_slurm_either(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same check as the local runner (gafkd.launch.set_aside_changed) before submitting."""
+    import io
+    from dataclasses import asdict
+
+    from gafkd import rundir
+    from gafkd.batch import write_run_config
+    from gafkd.config import load_config
+    from gafkd.launch import plan_grid
+
+    monkeypatch.setattr(slurm, "_require_commands", lambda: None)  # nothing is submitted
+    sets = ["dataset=watch", "seed=0", "train.alpha=[0.3]", "train.epochs=1"]
+    for planned in plan_grid("kd_alpha", sets, tmp_path):  # every run finished, 1 epoch
+        config_path = write_run_config(tmp_path, asdict(planned) | {"needs": list(planned.needs)})
+        rundir.save_config(load_config(config_path), config_path.parent)
+        rundir.save_json({"reported_acc": 50.0}, config_path.parent / rundir.RESULT)
+    out = io.StringIO()
+    slurm.submit(tmp_path, "kd_alpha", sets, dry=True, out=out)
+    assert out.getvalue().count("0 runs (1 done)") == 3  # the same config: all done
+    with pytest.raises(ConfigError, match=r"3 runs of grid 'kd_alpha' .*\(train.epochs: 1 -> 2\)"):
+        slurm.submit(tmp_path, "kd_alpha", [*sets[:3], "train.epochs=2"], dry=True, out=out)
+    out = io.StringIO()
+    slurm.submit(tmp_path, "kd_alpha", [*sets[:3], "train.epochs=2"], dry=True, out=out,
+                 rerun_changed=True)  # fmt: skip
+    assert "launching moves them to" in out.getvalue()
+    assert "--array=0-0  1 runs (0 done)" in out.getvalue()
