@@ -22,6 +22,8 @@ from gafkd.batch import (
     SLURM_FILE,
     Slots,
     batch_dir,
+    cancelled_ids,
+    check_results,
     grid_lock,
     is_locked,
     keep_private,
@@ -157,6 +159,11 @@ def launch(
         planned = plan_grid(grid, overrides, root)
         name = Path(grid).stem if grid.endswith(".toml") else grid
         runs = planned
+    if runs is None:  # a damaged file stops the launch here, before anything is written
+        check_results(root, (run["run_dir"] for run in read_plan(root, name)["runs"]))
+        cancelled_ids(root, name)
+    else:
+        check_results(root, (run.run_dir for run in runs))
     slots, reason = choose_slots(per_gpu, gpus)
     if queue is not None:
         check_folder(queue)  # :mod:`gafkd.hostqueue`
