@@ -251,8 +251,7 @@ def read_json(path: Path, fix: str, expect: type = dict) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        where = f"line {error.lineno} column {error.colno}"
-        raise damaged(path, f"not valid JSON: {error.msg} at {where}", fix) from None
+        raise damaged(path, f"not valid JSON: {error}", fix) from None
     if not isinstance(value, expect):
         wanted = "a list" if expect is list else "an object"
         raise damaged(path, f"holds {type(value).__name__} where {wanted} belongs", fix)
