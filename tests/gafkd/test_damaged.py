@@ -407,3 +407,18 @@ def test_a_damaged_teacher_logit_cache_is_computed_again(
     again = json.loads((root / STUDENT / "result.json").read_text())
     first = json.loads((made / "root" / STUDENT / "result.json").read_text())
     assert again["final_test_acc"] == first["final_test_acc"]
+
+
+def test_status_shows_the_last_epoch_that_reads_from_a_garbled_metrics_file(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = json.loads((root / STATE).read_text())
+    state["runs"][TEACHER_ID]["status"] = "running"
+    (root / STATE).write_text(json.dumps(state))
+    metrics = root / TEACHER / "metrics.jsonl"
+    first = metrics.read_text().splitlines()[0]
+    metrics.write_text(f'{first}\n{{"epoch": "two", "test_acc": "high"}}\n{{"epoch": 2, "te')
+    code, out, err = run(["status", "--json", "--root", str(root)], capsys)
+    assert code == 0, err
+    (running,) = json.loads(out)["batches"][0]["running"]
+    assert (running["epoch"], running["test_acc"]) == (1, json.loads(first)["test_acc"])
