@@ -147,12 +147,13 @@ def repair_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
         found = b""
     if found == wanted.encode():
         return
-    for number, line in enumerate(found.splitlines(), 1):
+    lines = found.splitlines()
+    for number, line in enumerate(lines, 1):
         try:
             json.loads(line)
         except ValueError:
-            torn = "its last line is cut off" if number == len(found.splitlines()) else None
-            problem = torn or f"line {number} is not JSON"
+            torn = number == len(lines) and not found.endswith(b"\n")
+            problem = "its last line is cut off" if torn else f"line {number} is not JSON"
             print(
                 f"note: {path} is damaged ({problem}); rewritten from the checkpoint's "
                 f"{len(history)} epochs",
@@ -198,7 +199,7 @@ def _checkpoint(path: Path, fix: str) -> dict[str, Any]:
     state = load_torch(path, fix, weights_only=False)
     keys = ("model", "optimizer", "scaler", "rng", "epoch", "history")
     if not isinstance(state, dict) or any(key not in state for key in keys):
-        raise damaged(path, f"not a checkpoint: it lacks {', '.join(keys)}", fix)
+        raise damaged(path, f"not a checkpoint: it lacks one of {', '.join(keys)}", fix)
     if not isinstance(state["epoch"], int) or not isinstance(state["history"], list):
         raise damaged(path, "its epoch or history has the wrong type", fix)
     return state
