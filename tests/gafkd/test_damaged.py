@@ -422,3 +422,16 @@ def test_status_shows_the_last_epoch_that_reads_from_a_garbled_metrics_file(
     assert code == 0, err
     (running,) = json.loads(out)["batches"][0]["running"]
     assert (running["epoch"], running["test_acc"]) == (1, json.loads(first)["test_acc"])
+
+
+def test_results_tables_are_replaced_whole_never_rewritten_in_place(
+    root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A crash while writing leaves the old table or the new one: each is renamed into place."""
+    tables = [root / "runs/tiny/results.md", root / "runs/tiny/results.csv"]
+    for _ in range(2):
+        inodes = [path.stat().st_ino if path.exists() else None for path in tables]
+        code, _, err = run(["results", "tiny", "--root", str(root)], capsys)
+        assert code == 0, err
+        assert all(path.stat().st_ino != inode for path, inode in zip(tables, inodes, strict=True))
+    assert not list((root / "runs/tiny").glob(".results.*"))  # no temporary file left behind
