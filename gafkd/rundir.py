@@ -226,9 +226,14 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return result
 
 
-def damaged(path: Path, problem: str, fix: str) -> ConfigError:
+class UnreadableFile(ConfigError):
+    """A file gafkd wrote that does not read (damaged, or not readable by this user): one line
+    naming the file, what is wrong and the fix. `gafkd status` shows it per batch."""
+
+
+def damaged(path: Path, problem: str, fix: str) -> UnreadableFile:
     """The one-line error of a file that does not read: the file, what is wrong, the fix."""
-    return ConfigError(f"{path} is damaged ({problem}); {fix}")
+    return UnreadableFile(f"{path} is damaged ({problem}); {fix}")
 
 
 def read_json(path: Path, fix: str, expect: type = dict) -> Any:
@@ -240,7 +245,7 @@ def read_json(path: Path, fix: str, expect: type = dict) -> Any:
     except FileNotFoundError:
         raise
     except OSError as error:
-        raise ConfigError(
+        raise UnreadableFile(
             f"{path} cannot be read ({error.strerror}); check its owner and mode (ls -l)"
         ) from None
     try:

@@ -33,7 +33,7 @@ def render(status: Mapping[str, Any]) -> RenderableType:
     for batch in status["batches"]:
         if batch.get("damaged"):
             grid, problem = escape(batch["grid"]), escape(batch["damaged"])
-            parts.append(f"\n[bold]{grid}[/] [red]damaged[/]: {problem}")
+            parts.append(f"\n[bold]{grid}[/] [red]cannot be read[/]: {problem}")
             continue
         parts.append(_summary(batch))
         if batch["running"]:

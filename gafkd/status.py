@@ -131,7 +131,7 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
         else:
             path = folder / "state.json"
             state = read_state_file(path) if path.exists() else {}
-    except ConfigError as damaged:  # a damaged file: this batch says so, the others still show
+    except rundir.UnreadableFile as damaged:  # this batch says so, the others still show
         return _damaged(folder, root, str(damaged))
     planned = {run["id"]: run for run in plan.get("runs", [])}
     states: Mapping[str, dict[str, Any]] = state.get("runs", {})
