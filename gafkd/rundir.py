@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -164,9 +165,10 @@ def repair_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
 
 
 def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> None:
-    """Write an epoch's checkpoint; the one before it is kept as checkpoint.prev.pt."""
+    """Write an epoch's checkpoint; the one before it is kept as checkpoint.prev.pt, unless it
+    is damaged (torch.save writes a zip archive): then the one kept before stays."""
     path = run_dir / CHECKPOINT
-    if path.exists():
+    if zipfile.is_zipfile(path):
         os.replace(path, run_dir / PREVIOUS_CHECKPOINT)
     save_torch(dict(state), path)
 

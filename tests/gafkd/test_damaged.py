@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from gafkd import cli
+from gafkd import cli, rundir
 from gafkd.config import dump_toml
 from gafkd.launch import launch
 
@@ -368,7 +368,9 @@ def test_a_damaged_checkpoint_falls_back_to_the_previous_epoch(
     again = json.loads((root / RESULT).read_text())
     first = json.loads((made / "root" / RESULT).read_text())
     assert again["final_test_acc"] == first["final_test_acc"]  # epoch 2 trained again, the same
-    assert (root / CHECKPOINT).read_bytes() != b""
+    assert rundir.load_checkpoint(root / TEACHER)["epoch"] == 1  # type: ignore[index]
+    kept = rundir.load_torch(root / TEACHER / "checkpoint.prev.pt", "", weights_only=False)
+    assert kept["epoch"] == 0  # the damaged one was not kept in its place
 
 
 def test_a_torn_metrics_file_is_rewritten_from_the_checkpoint_on_resume(
