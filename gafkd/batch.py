@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -91,8 +91,71 @@ def read_plan(root: Path, grid: str) -> dict[str, Any]:
     path = batch_dir(root, grid) / "plan.json"
     if not path.exists():
         raise ConfigError(f"no batch of grid {grid!r} under {root / 'runs'}; launch it first")
-    plan: dict[str, Any] = json.loads(path.read_text())
+    return read_plan_file(path)
+
+
+def read_plan_file(path: Path) -> dict[str, Any]:
+    """A batch's plan.json, checked to list runs; a damaged one is one ConfigError."""
+    fix = "launch the grid again without --resume to plan it anew (finished runs are kept)"
+    plan: dict[str, Any] = rundir.read_json(path, fix)
+    runs = plan.get("runs")
+    if not isinstance(runs, list) or not isinstance(plan.get("grid"), str):
+        raise rundir.damaged(path, "it has no grid name or no list of runs", fix)
+    for index, run in enumerate(runs):
+        if not (isinstance(run, dict) and isinstance(run.get("id"), str)):
+            raise rundir.damaged(path, f"run {index + 1} has no id", fix)
+        if not isinstance(run.get("run_dir"), str) or not isinstance(run.get("needs", []), list):
+            raise rundir.damaged(path, f"run {run['id']} has no run_dir or a bad needs", fix)
     return plan
+
+
+def read_state(root: Path, grid: str) -> dict[str, Any] | None:
+    """The runner's state.json (None before the runner first wrote it), checked; a damaged one
+    is one ConfigError (the runner rewrites it whole, so deleting it loses only old errors)."""
+    path = batch_dir(root, grid) / "state.json"
+    return read_state_file(path) if path.exists() else None
+
+
+def read_state_file(path: Path) -> dict[str, Any]:
+    grid = path.parent.parent.name
+    fix = f"delete it; `gafkd launch {grid} --resume` writes it anew (finished runs are kept)"
+    state: dict[str, Any] = rundir.read_json(path, fix)
+    runs, runner = state.setdefault("runs", {}), state.get("runner", {})
+    if not isinstance(runs, dict) or not isinstance(runner, dict):
+        raise rundir.damaged(path, "its runner or runs are not objects", fix)
+    for run_id, run in runs.items():
+        if not isinstance(run, dict) or not isinstance(run.get("status"), str):
+            raise rundir.damaged(path, f"run {run_id} has no status", fix)
+    return state
+
+
+def read_slurm_record(folder: Path) -> dict[str, Any] | None:
+    """What ``--backend slurm`` submitted (``slurm.json``), None for a local batch; checked."""
+    path = folder / SLURM_FILE
+    if not path.exists():
+        return None
+    fix = (
+        "scancel the grid's jobs that `squeue --me` still lists, delete it and launch the grid "
+        "again"
+    )
+    record: dict[str, Any] = rundir.read_json(path, fix)
+    stages = record.get("stages")
+    if not isinstance(stages, dict) or not all(
+        isinstance(stage, dict)
+        and "job_id" in stage
+        and isinstance(stage.get("runs"), list)
+        and isinstance(stage.get("tasks"), list)
+        for stage in stages.values()
+    ):
+        raise rundir.damaged(path, "its stages lack job_id, runs or tasks", fix)
+    return record
+
+
+def check_results(root: Path, run_dirs: Iterable[str]) -> None:
+    """Read every planned run's result.json, so that a damaged one stops a launch or a runner
+    with one line before anything is written."""
+    for run_dir in run_dirs:
+        rundir.read_result(root / run_dir)
 
 
 # -- the runner ----------------------------------------------------------------------------------
@@ -134,6 +197,8 @@ def run_batch(
     """
     out = log or sys.stdout
     keep_private()
+    check_results(root, (run["run_dir"] for run in read_plan(root, grid)["runs"]))
+    cancelled_ids(root, grid)  # a damaged file stops the runner here, before anything is written
     with grid_lock(root, grid, fd=lock_fd):
         plan = read_plan(root, grid)
         host_queue = HostQueue(check_folder(queue), grid, log=out) if queue else None
@@ -194,7 +259,10 @@ def _first_state(root: Path, run: Mapping[str, Any]) -> RunState:
 def cancelled_ids(root: Path, grid: str) -> set[str]:
     """Runs the user asked to cancel ("*" for the whole batch)."""
     path = batch_dir(root, grid) / CANCELLED
-    return set(json.loads(path.read_text())) if path.exists() else set()
+    if not path.exists():
+        return set()
+    fix = "delete it, then cancel the runs again (`gafkd cancel`)"
+    return {str(run_id) for run_id in rundir.read_json(path, fix, expect=list)}
 
 
 def request_cancel(root: Path, grid: str, run_id: str | None) -> None:
@@ -459,9 +527,9 @@ def _planned(batch: Batch, run_id: str) -> dict[str, Any]:
 
 
 def _error_line(run_dir: Path, code: int) -> str:
-    error = run_dir / rundir.ERROR
-    if error.exists():
-        return error.read_text().strip().splitlines()[-1]
+    error = rundir.error_line(run_dir)
+    if error is not None:
+        return error
     log = run_dir / "log.txt"
     lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
     last = lines[-1] if lines else ""

@@ -155,7 +155,7 @@ def read_toml(path: Path, kind: str) -> dict[str, Any]:
         raise ConfigError(f"{kind} {path} does not exist; pass the path of a .toml file")
     try:
         return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{kind} {path} is not valid TOML: {error}") from None
 
 

@@ -7,7 +7,6 @@ Both look runs up by their id (``student/dataset-watch_alpha-0.3/seed0``) in the
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import socket
 import sys
@@ -15,7 +14,16 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from gafkd.batch import SLURM_FILE, STATE_DIR, batch_dir, is_locked, read_plan, request_cancel
+from gafkd.batch import (
+    STATE_DIR,
+    batch_dir,
+    cancelled_ids,
+    is_locked,
+    read_plan,
+    read_slurm_record,
+    read_state,
+    request_cancel,
+)
 from gafkd.config import ConfigError
 from gafkd.hostqueue import user_name
 
@@ -26,11 +34,21 @@ def find_run(root: Path, run_id: str, grid: str | None = None) -> tuple[str, dic
         [grid] if grid else sorted(p.parent.name for p in (root / "runs").glob(f"*/{STATE_DIR}"))
     )
     known: list[str] = []
+    damaged: list[ConfigError] = []
     for name in grids:
-        for run in read_plan(root, name)["runs"]:
+        try:
+            plan = read_plan(root, name)
+        except ConfigError as error:  # another grid's damaged plan: only if the run is not found
+            if grid:
+                raise
+            damaged.append(error)
+            continue
+        for run in plan["runs"]:
             if run["id"] == run_id:
                 return name, run
             known.append(run["id"])
+    if damaged:
+        raise damaged[0]
     close = difflib.get_close_matches(run_id, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else "; `invoke status` lists runs"
     raise ConfigError(f"no run {run_id!r} in the launched grids under {root / 'runs'}{hint}")
@@ -43,11 +61,13 @@ def cancel(root: Path, grid: str, run_id: str | None = None, out: IO[str] = sys.
     read_plan(root, grid)  # the grid must have been launched
     if run_id is not None:
         find_run(root, run_id, grid)
-    if (batch_dir(root, grid) / SLURM_FILE).exists():
+    cancelled_ids(root, grid)  # read everything first: a damaged file stops before any write
+    if read_slurm_record(batch_dir(root, grid)) is not None:
         from gafkd import slurm
 
         slurm.cancel(root, grid, run_id, out)
         return
+    state = read_state(root, grid)
     request_cancel(root, grid, run_id)
     if run_id is None:
         from gafkd import reboot
@@ -58,7 +78,8 @@ def cancel(root: Path, grid: str, run_id: str | None = None, out: IO[str] = sys.
         print(f"cancelling {what}; the runner stops it within a second", file=out)
     else:
         print(f"{what} marked cancelled; no runner is live, so nothing was running", file=out)
-        _mark_cancelled(root, grid, run_id)
+        if state is not None:
+            _mark_cancelled(root, grid, run_id, state)
 
 
 def check_owner(root: Path, grid: str) -> None:
@@ -82,15 +103,15 @@ def _runner_owner(root: Path, grid: str) -> int | None:
     """The uid of the grid's live runner on this machine, or None when none runs here."""
     import psutil  # type: ignore[import-untyped, unused-ignore]
 
-    state_path = batch_dir(root, grid) / "state.json"
-    if not is_locked(root, grid) or not state_path.exists():
+    state = read_state(root, grid) if is_locked(root, grid) else None
+    if state is None:
         return None
-    runner = json.loads(state_path.read_text())["runner"]
+    runner = state.get("runner") or {}
     if runner.get("host") != socket.gethostname():
         return None
     try:
         return int(psutil.Process(int(runner["pid"])).uids().real)
-    except psutil.Error:
+    except (psutil.Error, TypeError, ValueError):
         return None
 
 
@@ -121,21 +142,17 @@ def show_log(
 
 
 def _running(root: Path, grid: str, run_id: str) -> bool:
-    state_path = batch_dir(root, grid) / "state.json"
-    if not state_path.exists() or not is_locked(root, grid):
+    state = read_state(root, grid) if is_locked(root, grid) else None
+    if state is None:
         return False
-    state = json.loads(state_path.read_text())
     return bool(state["runs"].get(run_id, {}).get("status") in ("running", "queued"))
 
 
-def _mark_cancelled(root: Path, grid: str, run_id: str | None) -> None:
+def _mark_cancelled(root: Path, grid: str, run_id: str | None, state: dict[str, Any]) -> None:
     from gafkd import rundir
     from gafkd.batch import now
 
     path = batch_dir(root, grid) / "state.json"
-    if not path.exists():
-        return
-    state = json.loads(path.read_text())
     for key, run in state["runs"].items():
         if run["status"] == "queued" and run_id in (None, key):
             run.update(status="cancelled", finished=now())

@@ -181,8 +181,13 @@ def load_npz(path: str | Path) -> SignalSet:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
-        raise _npz_error(path, f"cannot be read as an .npz archive ({error})") from None
+    except FileNotFoundError as error:
+        raise _npz_error(path, f"cannot be read ({error.strerror})") from None
+    except Exception as error:  # a damaged archive fails in numpy, zipfile or zlib, many ways
+        problem = " ".join(str(error).split())[:120] or type(error).__name__
+        raise _npz_error(
+            path, f"cannot be read as an .npz archive ({problem}); write or copy it again"
+        ) from None
     missing = [key for key in ("X", "y", "subject") if key not in arrays]
     if missing:
         raise _npz_error(path, f"has no array {missing} (it holds {sorted(arrays)})")

@@ -200,11 +200,18 @@ def _read_window(path: Path, window: int) -> npt.NDArray[np.float32]:
         content: dict[str, Any] = scipy.io.loadmat(path, variable_names=("xw",))
     except NotImplementedError:  # MATLAB v7.3 files are HDF5
         content = _read_hdf5_mat(path)
-    except (ValueError, OSError, scipy.io.matlab.MatReadError) as error:
-        raise ConfigError(f"{path}: cannot be read as a MATLAB .mat file ({error})") from None
+    except Exception as error:  # a damaged file fails in scipy or zlib in many ways
+        problem = " ".join(str(error).split())[:120] or type(error).__name__
+        raise ConfigError(
+            f"{path}: cannot be read as a MATLAB .mat file ({problem}); copy or export it "
+            "again, or move it out of the folder"
+        ) from None
     if "xw" not in content:
         if "__header__" in content:  # scipy: list the variables the file does hold
-            names = [entry[0] for entry in scipy.io.whosmat(path)]
+            try:
+                names = [entry[0] for entry in scipy.io.whosmat(path)]
+            except Exception:  # damaged past its header
+                names = sorted(key for key in content if not key.startswith("__"))
         else:
             names = sorted(content)
         raise ConfigError(f"{path}: has no variable 'xw'; it holds {names}")

@@ -25,7 +25,9 @@ from gafkd.batch import (
     SLURM_FILE,
     Slots,
     batch_dir,
+    cancelled_ids,
     check_grid_name,
+    check_results,
     config_changes,
     grid_lock,
     keep_private,
@@ -264,6 +266,9 @@ def launch(
     name = grid_name(grid)
     planned = None if resume else plan_grid(grid, overrides, root)
     rows = read_plan(root, name)["runs"] if planned is None else plan_rows(planned)
+    check_results(root, (run["run_dir"] for run in rows))  # a damaged file stops it here
+    if resume:
+        cancelled_ids(root, name)
     slots, reason = choose_slots(per_gpu, gpus)
     if queue is not None:
         check_folder(queue)  # :mod:`gafkd.hostqueue`

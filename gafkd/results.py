@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gafkd import rundir
 from gafkd.accuracy import (
     _LABELS,
     DESCRIPTIONS,
@@ -38,6 +38,7 @@ from gafkd.accuracy import (
     _text,
     header,
 )
+from gafkd.batch import read_plan_file, read_state_file
 from gafkd.config import ConfigError
 from gafkd.figure import plot
 from gafkd.reference import (
@@ -84,9 +85,9 @@ def collect(root: Path) -> list[RunRow]:
     the runner is not retrying it; missing otherwise.
     """
     grid_root, batch_dir = _locate(Path(root))
-    plan = _read_json(batch_dir / "plan.json")
+    plan = read_plan_file(batch_dir / "plan.json")
     state_path = batch_dir / "state.json"
-    states = _read_json(state_path).get("runs", {}) if state_path.exists() else {}
+    states = read_state_file(state_path)["runs"] if state_path.exists() else {}
     return [_run_row(run, grid_root, states.get(run["id"], {})) for run in plan["runs"]]
 
 
@@ -107,17 +108,22 @@ def _run_row(run: Mapping[str, Any], grid_root: Path, state: Mapping[str, Any]) 
     settings = _flatten(run.get("config", {}))
     row = partial(RunRow, run["id"], run["stage"], run["group"], axes, seed, settings=settings)
     run_dir = _run_dir(grid_root, str(run["run_dir"]), str(run["id"]))
-    if (run_dir / "result.json").exists():
-        result = _read_json(run_dir / "result.json")
-        if "reported_acc" not in result:
-            raise ConfigError(f"{run_dir / 'result.json'} has no reported_acc; rerun that run")
-        metrics: dict[str, float] = {k: float(result[k]) for k in METRICS if k in result}
+    result = rundir.read_result(run_dir)
+    if result is not None:
+        metrics: dict[str, float] = {}
+        for key in (k for k in METRICS if k in result):
+            if not isinstance(result[key], int | float):
+                path = run_dir / rundir.RESULT
+                raise rundir.damaged(path, f"{key} is not a number", rundir.RESULT_FIX)
+            metrics[key] = float(result[key])
+        if "reported_acc" not in metrics:
+            path = run_dir / rundir.RESULT
+            raise rundir.damaged(path, "it has no reported_acc", rundir.RESULT_FIX)
         return row("done", metrics["reported_acc"], str(result.get("report", "")), metrics)
     runner = str(state.get("status", ""))  # queued | running | failed | ... ; "" without state
-    error = run_dir / "error.txt"
-    if runner == "failed" or (error.exists() and runner not in ("queued", "running")):
-        lines = error.read_text().strip().splitlines() if error.exists() else []
-        return row("failed", None, "", detail=str(state.get("error") or (lines or ["failed"])[-1]))
+    error = rundir.error_line(run_dir)
+    if runner == "failed" or (error is not None and runner not in ("queued", "running")):
+        return row("failed", None, "", detail=str(state.get("error") or error or "failed"))
     return row("missing", None, "", detail=runner)
 
 
@@ -140,14 +146,6 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, AxisValue]
         elif isinstance(value, str | int | float):
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value: dict[str, Any] = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path} is not valid JSON ({error}); was it edited by hand?") from None
-    return value
 
 
 # -- aggregating ---------------------------------------------------------------------------------
@@ -294,7 +292,10 @@ def write_all(
         "png": grid_root / "results.png",
     }
     title = f"Results: {grid_root.resolve().name}"
-    paths["markdown"].write_text(markdown(groups, reference, title=title))
-    paths["csv"].write_text(to_csv(groups, reference))
+    table, rows = markdown(groups, reference, title=title), to_csv(groups, reference)
+    with rundir.atomic_open(paths["markdown"]) as handle:  # a crash leaves the old or the new
+        handle.write(table)
+    with rundir.atomic_open(paths["csv"]) as handle:
+        handle.write(rows)
     plot(groups, paths["png"], reference)
     return paths

@@ -35,7 +35,7 @@ def train_run(config: RunConfig) -> dict[str, Any]:
 
 
 def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
-    (run_dir / rundir.ERROR).unlink(missing_ok=True)  # a stale error of an earlier attempt
+    checkpoint = rundir.load_checkpoint(run_dir)  # read all before writing: a damaged file stops
     teacher_dirs = {
         role: _teacher_dir(role, t.run, t.config) for role, t in config.teachers.items()
     }
@@ -54,6 +54,7 @@ def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     student = _build(config, in_channels, split.train.n_classes)
     if config.train.init_from:  # annealing: start from a CE-only run of the same architecture
         student.load_state_dict(_load_weights(Path(config.train.init_from), student))
+    (run_dir / rundir.ERROR).unlink(missing_ok=True)  # a stale error of an earlier attempt
     rundir.save_config(config, run_dir)
     result = fit(
         student,
@@ -62,6 +63,7 @@ def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         teachers=teachers,
         run_dir=run_dir,
         teacher_cache={role: path / "logits" for role, path in teacher_dirs.items()},
+        resume=checkpoint,
     )
     result |= {
         "name": config.name,
@@ -221,7 +223,10 @@ def _load_weights(run_dir: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     path = run_dir / rundir.MODEL
     if not path.exists():
         raise ConfigError(f"{path} does not exist; is {run_dir} a finished gafkd run?")
-    state: dict[str, torch.Tensor] = torch.load(path, map_location="cpu", weights_only=True)
+    fix = f"delete {run_dir / rundir.RESULT} and {path.name} to train that run again"
+    state = rundir.load_torch(path, fix)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise rundir.damaged(path, "it holds no model weights", fix)
     expected = {k: v.shape for k, v in model.state_dict().items()}
     found = {k: v.shape for k, v in state.items()}
     if expected != found:

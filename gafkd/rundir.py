@@ -5,13 +5,15 @@ Layout of one run::
     <run_dir>/config.toml      the resolved config (every default written out)
     <run_dir>/metrics.jsonl    one JSON line per finished epoch
     <run_dir>/checkpoint.pt    model, optimiser, epoch and history; rewritten every epoch
+    <run_dir>/checkpoint.prev.pt  the epoch before's, kept in case checkpoint.pt is damaged
     <run_dir>/model.pt         final weights, what teachers and annealing load
     <run_dir>/result.json      accuracies and provenance; its presence means the run is done
     <run_dir>/error.txt        why the run stopped, when it failed
     <run_dir>/logits/<key>.pt  cached outputs of this model when used as a frozen teacher
 
 A crash at any point leaves either the previous file or the new one, never a torn one, so a
-run directory never reads as done unless it is.
+run directory never reads as done unless it is. A file damaged anyway (a full disk, a partial
+copy, an edit) reads as one ConfigError naming the file, what is wrong and the fix (`damaged`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import platform
 import secrets
 import socket
 import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
@@ -39,10 +43,12 @@ from gafkd.config import ConfigError, RunConfig, dump_toml, to_dict
 CONFIG = "config.toml"
 METRICS = "metrics.jsonl"
 CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 MODEL = "model.pt"
 RESULT = "result.json"
 ERROR = "error.txt"
 LOCK = ".lock"
+RESULT_FIX = "delete it to train that run again"
 
 
 @contextmanager
@@ -143,22 +149,157 @@ def write_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
         handle.writelines(json.dumps(row, sort_keys=True) + "\n" for row in history)
 
 
-def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        return None
-    import torch
+def repair_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
+    """On resume: make metrics.jsonl list the checkpoint's epochs again. It is a copy of the
+    checkpoint's history, so a torn or garbled one is rewritten from it, with a note."""
+    path = run_dir / METRICS
+    wanted = "".join(json.dumps(row, sort_keys=True) + "\n" for row in history)
+    try:
+        found = path.read_bytes()
+    except FileNotFoundError:
+        found = b""
+    if found == wanted.encode():
+        return
+    lines = found.splitlines()
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)
+        except ValueError:
+            torn = number == len(lines) and not found.endswith(b"\n")
+            problem = "its last line is cut off" if torn else f"line {number} is not JSON"
+            print(
+                f"note: {path} is damaged ({problem}); rewritten from the checkpoint's "
+                f"{len(history)} epochs",
+                file=sys.stderr,
+            )
+            break
+    write_metrics(history, run_dir)
 
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=False)
+
+def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> None:
+    """Write an epoch's checkpoint; the one before it is kept as checkpoint.prev.pt, unless it
+    is damaged (torch.save writes a zip archive): then the one kept before stays."""
+    path = run_dir / CHECKPOINT
+    if zipfile.is_zipfile(path):
+        os.replace(path, run_dir / PREVIOUS_CHECKPOINT)
+    save_torch(dict(state), path)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The last epoch's checkpoint, or None before the first.
+
+    A damaged (or, after a crash mid-rotation, missing) checkpoint.pt falls back to
+    checkpoint.prev.pt, the epoch before, with a note; with no usable previous one it is a
+    ConfigError that says to delete it.
+    """
+    path, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS_CHECKPOINT
+    if not path.exists() and not previous.exists():
+        return None
+    fix = "delete it to start that run over"
+    try:
+        return _checkpoint(path, fix)
+    except (ConfigError, FileNotFoundError) as error:
+        if not previous.exists():
+            raise
+        problem = str(error) if isinstance(error, ConfigError) else f"{path} is missing"
+    state = _checkpoint(previous, f"delete it and {path.name} to start that run over")
+    problem = problem.rpartition("; ")[0] or problem
+    epoch = state["epoch"] + 1
+    print(f"note: {problem}; resuming from {previous.name}, after epoch {epoch}", file=sys.stderr)
     return state
 
 
+def _checkpoint(path: Path, fix: str) -> dict[str, Any]:
+    state = load_torch(path, fix, weights_only=False)
+    keys = ("model", "optimizer", "scaler", "rng", "epoch", "history")
+    if not isinstance(state, dict) or any(key not in state for key in keys):
+        raise damaged(path, f"not a checkpoint: it lacks one of {', '.join(keys)}", fix)
+    if not isinstance(state["epoch"], int) or not isinstance(state["history"], list):
+        raise damaged(path, "its epoch or history has the wrong type", fix)
+    return state
+
+
+def load_torch(path: Path, fix: str, *, weights_only: bool = True) -> Any:
+    """What ``torch.save`` wrote to `path`; a damaged file is one ConfigError (see `damaged`)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # a damaged file fails in torch, zipfile or pickle, in many ways
+        raise damaged(path, _short(error) or type(error).__name__, fix) from None
+
+
 def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """A run's result.json, or None while the run is not done."""
     path = run_dir / RESULT
     if not path.exists():
         return None
-    result: dict[str, Any] = json.loads(path.read_text())
+    result: dict[str, Any] = read_json(path, RESULT_FIX)
     return result
+
+
+class UnreadableFile(ConfigError):
+    """A file gafkd wrote that does not read (damaged, or not readable by this user): one line
+    naming the file, what is wrong and the fix. `gafkd status` shows it per batch."""
+
+
+def damaged(path: Path, problem: str, fix: str) -> UnreadableFile:
+    """The one-line error of a file that does not read: the file, what is wrong, the fix."""
+    return UnreadableFile(f"{path} is damaged ({problem}); {fix}")
+
+
+def read_json(path: Path, fix: str, expect: type = dict) -> Any:
+    """A JSON file gafkd wrote, holding an `expect` (an object or a list); a damaged one is a
+    ConfigError naming the file, what is wrong and `fix`. A missing file raises FileNotFoundError.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(
+            f"{path} cannot be read ({error.strerror}); check its owner and mode (ls -l)"
+        ) from None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise damaged(path, "not UTF-8 text", fix) from None
+    if not text.strip():
+        raise damaged(path, "empty", fix)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise damaged(path, f"not valid JSON: {error}", fix) from None
+    if not isinstance(value, expect):
+        wanted = "a list" if expect is list else "an object"
+        raise damaged(path, f"holds {type(value).__name__} where {wanted} belongs", fix)
+    return value
+
+
+def error_line(run_dir: Path) -> str | None:
+    """Why a run failed: the last line of its error.txt, None without one. An empty or garbled
+    error.txt is a line that says so and points at the run's log.txt."""
+    path = run_dir / ERROR
+    log = run_dir / "log.txt"
+    try:
+        text = path.read_bytes().decode().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        return f"{path} cannot be read ({error.strerror}); see {log}"
+    except UnicodeDecodeError:
+        return f"{path} is damaged (not UTF-8 text); see {log} for why the run stopped"
+    if not text:
+        return f"{path} is empty; see {log} for why the run stopped"
+    return text.splitlines()[-1]
+
+
+def _short(error: BaseException) -> str:
+    """An exception's message on one line, cut to a readable length."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def write_error(run_dir: Path, message: str) -> None:

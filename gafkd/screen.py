@@ -31,6 +31,10 @@ def render(status: Mapping[str, Any]) -> RenderableType:
     if not status["batches"]:
         parts.append("no batch under runs/*/.batch: start one with `invoke launch --grid NAME`")
     for batch in status["batches"]:
+        if batch.get("damaged"):
+            grid, problem = escape(batch["grid"]), escape(batch["damaged"])
+            parts.append(f"\n[bold]{grid}[/] [red]cannot be read[/]: {problem}")
+            continue
         parts.append(_summary(batch))
         if batch["running"]:
             parts.append(_running_table(batch["running"]))

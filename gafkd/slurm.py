@@ -15,7 +15,6 @@ submitit is imported only here, and only when something is submitted.
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import sys
@@ -33,6 +32,7 @@ from gafkd.batch import (
     is_locked,
     now,
     read_plan,
+    read_slurm_record,
     request_cancel,
 )
 from gafkd.config import ConfigError, check_override, check_text
@@ -330,12 +330,7 @@ def print_stages(
 
 def read_record(root: Path, grid: str) -> dict[str, Any] | None:
     """What was submitted for a grid, or None for a grid the local runner runs."""
-    path = batch_dir(root, grid) / SLURM_FILE
-    if not path.exists():
-        return None
-
-    record: dict[str, Any] = json.loads(path.read_text())
-    return record
+    return read_slurm_record(batch_dir(root, grid))
 
 
 def active_jobs(root: Path, grid: str) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gafkd import rundir
-from gafkd.batch import CANCELLED, SLURM_FILE, now
+from gafkd.batch import CANCELLED, SLURM_FILE, now, read_plan_file, read_slurm_record
 
 FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT"}
@@ -42,8 +42,10 @@ def sacct(job_ids: Sequence[str]) -> list[dict[str, Any]]:
 
 def batch_state(folder: Path, root: Path) -> dict[str, Any]:
     """``state.json``'s shape for a Slurm batch in `folder` (``runs/<grid>/.batch``)."""
-    record = json.loads((folder / SLURM_FILE).read_text())
-    plan = json.loads((folder / "plan.json").read_text())
+    record = read_slurm_record(folder)
+    if record is None:
+        raise FileNotFoundError(folder / SLURM_FILE)
+    plan = read_plan_file(folder / "plan.json")
     stages: Mapping[str, Mapping[str, Any]] = record.get("stages", {})
     ids = [str(stage["job_id"]) for stage in stages.values()]
     live = _by_task(squeue(ids))
@@ -121,8 +123,7 @@ def _run_state(
         if {"*", run["id"]} & wanted:
             return _run("cancelled", **where)
         return _run("blocked", error=f"cancelled by Slurm: {reason or 'no reason given'}", **where)
-    error_file = run_dir / rundir.ERROR
-    error = error_file.read_text().strip().splitlines()[-1] if error_file.exists() else ""
+    error = rundir.error_line(run_dir) or ""
     if state == "COMPLETED":
         error = error or "the job ended without a result.json"
     elif state in FAILED:

@@ -21,7 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from gafkd.batch import SLURM_FILE
+from gafkd import rundir
+from gafkd.batch import SLURM_FILE, read_plan_file, read_state_file
 from gafkd.config import ConfigError
 from gafkd.nvml import Nvml, gpu_processes, nvml_session, sample
 from gafkd.screen import render
@@ -67,7 +68,7 @@ def _slots(queues: Iterable[str | None]) -> list[dict[str, Any]]:
 
     found: list[dict[str, Any]] = []
     for folder in sorted({q for q in queues if q}):
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError, TypeError):  # a planted or garbled slot
             found.extend(holders(Path(folder)))
     return found
 
@@ -121,13 +122,17 @@ def _health(live: Iterable[dict[str, Any]]) -> dict[int, tuple[bool, str]]:
 
 
 def _batch(folder: Path, root: Path) -> dict[str, Any]:
-    plan = _plan(folder / "plan.json")
-    if (folder / SLURM_FILE).is_file():  # submitted with --backend slurm: ask squeue/sacct
-        from gafkd.slurm_state import batch_state
+    try:
+        plan = _plan(folder / "plan.json")
+        if (folder / SLURM_FILE).is_file():  # submitted with --backend slurm: ask squeue/sacct
+            from gafkd.slurm_state import batch_state
 
-        state = batch_state(folder, root)
-    else:
-        state = _read_json(folder / "state.json") or {}
+            state = batch_state(folder, root)
+        else:
+            path = folder / "state.json"
+            state = read_state_file(path) if path.exists() else {}
+    except rundir.UnreadableFile as damaged:  # this batch says so, the others still show
+        return _damaged(folder, root, str(damaged))
     planned = {run["id"]: run for run in plan.get("runs", [])}
     states: Mapping[str, dict[str, Any]] = state.get("runs", {})
     counts = dict.fromkeys(STATUSES, 0)
@@ -140,7 +145,7 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
         if status == "running":
             running.append(_running(run_id, planned.get(run_id, {}), run_state, run_dir))
         elif status == "failed":
-            error = run_state.get("error") or _last_line(run_dir / "error.txt" if run_dir else None)
+            error = run_state.get("error") or (rundir.error_line(run_dir) if run_dir else None)
             failed.append({"id": run_id, "attempts": run_state.get("attempts"), "error": error})
         elif status in ("queued", "blocked"):
             why = run_state.get("reason") or run_state.get("error")
@@ -159,14 +164,34 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
         "failed": failed,
         "waiting": waiting,  # queued or blocked runs with a reason (Slurm's, or a failed teacher)
         "gpu_health": gpu_health,
+        "damaged": None,  # or the one line naming a damaged file of the batch and its fix
+    }
+
+
+def _damaged(folder: Path, root: Path, problem: str) -> dict[str, Any]:
+    """A batch whose plan or state does not read: shown as damaged, with the file and the fix."""
+    runner = _runner({}) | {"state": "damaged"}
+    return {
+        "grid": folder.parent.name,
+        "folder": _shown(folder, root),
+        "runner": runner,
+        "counts": dict.fromkeys(STATUSES, 0),
+        "total": 0,
+        "eta_seconds": None,
+        "running": [],
+        "failed": [],
+        "waiting": [],
+        "gpu_health": {},
+        "damaged": problem,
     }
 
 
 def _running(
     run_id: str, planned: Mapping[str, Any], run_state: Mapping[str, Any], run_dir: Path | None
 ) -> dict[str, Any]:
-    last = _last_lines(run_dir / "metrics.jsonl", 4096)[-1:] if run_dir else []
-    metrics = last[0] if last else {}
+    rows = _last_lines(run_dir / "metrics.jsonl", 4096) if run_dir else []
+    rows = [row for row in rows if _epoch_row(row)]  # a garbled line is skipped
+    metrics = rows[-1] if rows else {}
     return {
         "id": run_id,
         "device": run_state.get("device"),
@@ -178,6 +203,14 @@ def _running(
         "test_acc": metrics.get("test_acc"),
         "seconds_per_epoch": metrics.get("seconds"),
     }
+
+
+def _epoch_row(row: Mapping[str, Any]) -> bool:
+    """Whether a metrics.jsonl line looks like one the training loop wrote."""
+    numbers = (row.get("test_acc"), row.get("seconds"))
+    return isinstance(row.get("epoch"), int) and all(
+        value is None or isinstance(value, int | float) for value in numbers
+    )
 
 
 def _runner(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -275,16 +308,9 @@ def _parse_time(text: Any) -> datetime | None:
         return None
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # absent, or (never with atomic writes) torn
-    return data if isinstance(data, dict) else None
-
-
 def _plan(path: Path) -> dict[str, Any]:
-    """plan.json, re-read only when its mtime or size changed (it is written once)."""
+    """plan.json, re-read only when its mtime or size changed (it is written once); a damaged
+    one is a ConfigError (and is not cached)."""
     try:
         stat = path.stat()
     except OSError:
@@ -292,7 +318,7 @@ def _plan(path: Path) -> dict[str, Any]:
     cached = _plans.get(path)
     if cached and cached[:2] == (stat.st_mtime_ns, stat.st_size):
         return cached[2]
-    plan = _read_json(path) or {}
+    plan = read_plan_file(path)
     _plans[path] = (stat.st_mtime_ns, stat.st_size, plan)
     return plan
 
@@ -327,14 +353,6 @@ def health_log(path: Path) -> dict[str, dict[str, Any]]:
         if "gpu" in row and "healthy" in row:
             verdicts[str(row["gpu"])] = {"healthy": row["healthy"], "reason": row.get("reason", "")}
     return verdicts
-
-
-def _last_line(path: Path | None) -> str | None:
-    try:
-        text = path.read_text().strip() if path else ""
-    except OSError:
-        return None
-    return text.splitlines()[-1] if text else None  # a traceback's last line names the error
 
 
 def watch(

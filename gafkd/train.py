@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from gafkd import imaging, rundir
-from gafkd.config import ImagingConfig, RunConfig, TrainConfig, TrainingError
+from gafkd.config import ConfigError, ImagingConfig, RunConfig, TrainConfig, TrainingError
 from gafkd.distill import distillation_loss
 
 
@@ -117,8 +117,13 @@ def teacher_logits(
     key = f"{data.key}-{input_kind(teacher)}-{_weights_digest(teacher)}"
     path = cache_dir / f"{key}.pt" if cache_dir is not None else None
     if path is not None and path.exists():
-        cached: Tensor = torch.load(path, map_location=data.device)
-        return cached
+        try:
+            cached = rundir.load_torch(path, "computing the teacher's logits again")
+        except ConfigError as error:  # a cache: a damaged one is made again
+            cached = None
+            print(f"note: {error}", file=sys.stderr, flush=True)
+        if isinstance(cached, Tensor) and cached.shape[0] == len(data.train):
+            return cached.to(data.device)
     logits = predict(teacher, data.train, data, batch_size)
     if path is not None:
         rundir.save_torch(logits.cpu(), path)
@@ -132,12 +137,14 @@ def fit(
     teachers: Mapping[str, nn.Module] | None = None,
     run_dir: Path | None = None,
     teacher_cache: Mapping[str, Path] | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train `model` on `data`, distilling from `teachers` by role; resume from `run_dir`.
+    """Train `model` on `data`, distilling from `teachers` by role; continue from `resume`.
 
     Returns the result record (also written to ``run_dir/result.json``). Each epoch is
-    checkpointed atomically, so a killed run started again continues from its last epoch and
-    ends with the same metrics as an uninterrupted one.
+    checkpointed atomically into `run_dir`, so a killed run started again with its checkpoint
+    (`rundir.load_checkpoint`) as `resume` continues from its last epoch and ends with the same
+    metrics as an uninterrupted one.
     """
     teachers = dict(teachers or {})
     train_cfg, device = config.train, data.device
@@ -164,14 +171,16 @@ def fit(
             cached[role] = teacher_logits(teacher, data, train_cfg.eval_batch_size, cache_dir)
 
     start_epoch, history = 0, []
-    state = rundir.load_checkpoint(run_dir) if run_dir is not None else None
+    state = resume
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
-        start_epoch, history = state["epoch"] + 1, state["history"]
+        start_epoch, history = state["epoch"] + 1, list(state["history"])
         print(f"{config.name}: resuming after epoch {start_epoch} from {run_dir}", flush=True)
+        if run_dir is not None:
+            rundir.repair_metrics(history, run_dir)
 
     kind, n = input_kind(model), len(data.train)
     steps = len(range(0, n, train_cfg.batch_size))
@@ -250,7 +259,7 @@ def fit(
         history.append(row)
         progress.log(_format(config, row, train_cfg.epochs))
         if run_dir is not None:
-            rundir.save_torch(
+            rundir.save_checkpoint(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -259,7 +268,7 @@ def fit(
                     "epoch": epoch,
                     "history": history,
                 },
-                run_dir / rundir.CHECKPOINT,
+                run_dir,
             )
             rundir.write_metrics(history, run_dir)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,25 @@ def test_bad_task_options_are_one_line_before_any_connection(
         getattr(experiment, task).body(Context(), **(arguments | options), root=str(tmp_path))
     assert str(error.value.message).startswith(message)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_damaged_state_file_is_one_line_in_each_task(tmp_path: Path) -> None:
+    """The invoke tasks report a damaged batch file like the CLI (tests/gafkd/test_damaged.py)."""
+    batch = tmp_path / "runs/g/.batch"
+    batch.mkdir(parents=True)
+    run = {"id": "s/a/seed0", "stage": "s", "group": "s/a", "run_dir": "runs/g/s/a/seed0"}
+    (batch / "plan.json").write_text(json.dumps({"grid": "g", "runs": [run | {"needs": []}]}))
+    (batch / "state.json").write_text('{"grid": "g", "runs": {"s/a/seed0": {"stat')
+    shown = invoke("status", "--root", str(tmp_path))
+    assert shown.returncode == 0, shown.stderr
+    assert "damaged" in shown.stdout
+    assert "not started" not in shown.stdout
+    for args in (("cancel", "--grid", "g"), ("results", "--grid", "g")):
+        done = invoke(*args, "--root", str(tmp_path))
+        assert done.returncode == 1
+        (line,) = done.stderr.strip().splitlines()
+        assert line.startswith(f"error: {batch / 'state.json'} is damaged (not valid JSON")
+        assert line.endswith(
+            "delete it; `gafkd launch g --resume` writes it anew (finished runs are kept)"
+        )
+    assert sorted(path.name for path in batch.iterdir()) == ["plan.json", "state.json"]
