@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.config import HOW_KEYS, ConfigError, dump_toml, from_dict, to_dict
+from gafkd.config import HOW_KEYS, ConfigError, dotted, dump_toml, from_dict, to_dict
 from gafkd.health import HealthMonitor
 from gafkd.hostqueue import HostQueue, check_folder
 
@@ -426,23 +426,13 @@ def config_changes(root: Path, run: Mapping[str, Any]) -> list[str]:
 
 def _comparable(root: Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """A config as dotted keys, without where the run is, with paths resolved against `root`."""
-    flat = _flat(config)
+    flat = {k: list(v) if isinstance(v, tuple) else v for k, v in dotted(config).items()}
     for key in (*WHERE_KEYS, *HOW_KEYS):
         flat.pop(key, None)
     for key, value in flat.items():
         is_path = key in PATH_KEYS or (key.startswith("teachers.") and key.endswith(".run"))
         if is_path and isinstance(value, str) and value:
             flat[key] = str((root / value).resolve())
-    return flat
-
-
-def _flat(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
 
 

@@ -253,6 +253,21 @@ def from_dict(table: Mapping[str, Any]) -> RunConfig:
     return config
 
 
+def dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The leaves of nested tables under dotted keys.
+
+    >>> dotted({"student": {"name": "wrn16_1"}, "seed": 0})
+    {'student.name': 'wrn16_1', 'seed': 0}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            flat |= dotted(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain nested dicts of a config, ready for TOML or JSON (tuples become lists)."""
     out: dict[str, Any] = {}

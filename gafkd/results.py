@@ -39,7 +39,7 @@ from gafkd.accuracy import (
     header,
 )
 from gafkd.batch import read_plan_file, read_state_file
-from gafkd.config import ConfigError
+from gafkd.config import ConfigError, dotted
 from gafkd.figure import plot
 from gafkd.reference import (
     LAB_REFERENCE,
@@ -137,15 +137,9 @@ def _run_dir(grid_root: Path, run_dir: str, run_id: str) -> Path:
     return path
 
 
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, AxisValue]:
+def _flatten(table: Mapping[str, Any]) -> dict[str, AxisValue]:
     """Scalar leaves of nested dicts under dotted keys: {"student": {"name": x}} -> student.name."""
-    flat: dict[str, AxisValue] = {}
-    for key, value in table.items():
-        if isinstance(value, Mapping):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        elif isinstance(value, str | int | float):
-            flat[f"{prefix}{key}"] = value
-    return flat
+    return {k: v for k, v in dotted(table).items() if isinstance(v, str | int | float)}
 
 
 # -- aggregating ---------------------------------------------------------------------------------

@@ -454,30 +454,28 @@ def test_conda_world_readable_takes_true_or_false_only(value: object) -> None:
     assert parse_host("lab", {"conda_world_readable": True}).conda_world_readable
 
 
-def world_writable(command: Command) -> bool:
-    """Whether a chmod, find -exec chmod or install -m mode lets others write."""
+def modes(command: Command) -> list[str]:
+    """The mode a chmod, find -exec chmod or install -m sets, if any."""
     argv = list(command.argv)
     if "chmod" in argv:
-        modes = [part for part in argv[argv.index("chmod") + 1 :] if not part.startswith("-")][:1]
-    else:
-        modes = [argv[argv.index("-m") + 1]] if "-m" in argv else []
+        return [part for part in argv[argv.index("chmod") + 1 :] if not part.startswith("-")][:1]
+    return [argv[argv.index("-m") + 1]] if "-m" in argv else []
+
+
+def world_writable(command: Command) -> bool:
+    """Whether a chmod, find -exec chmod or install -m mode lets others write."""
     return any(
         re.search(r"(^|,)[oa]*[+=][rwxXst]*w", mode) or (mode.isdigit() and int(mode[-1]) & 2)
-        for mode in modes
+        for mode in modes(command)
     )
 
 
 def group_writable(command: Command) -> bool:
     """Whether a chmod or install -m mode lets the group write (a chmod that takes it is fine)."""
-    argv = list(command.argv)
-    if "chmod" in argv:
-        modes = [part for part in argv[argv.index("chmod") + 1 :] if not part.startswith("-")][:1]
-    else:
-        modes = [argv[argv.index("-m") + 1]] if "-m" in argv else []
     return any(
         re.search(r"(^|,)[ug]*g[ugo]*[+=][rwxXst]*w", mode)
         or (mode.isdigit() and int(mode[-2]) & 2)
-        for mode in modes
+        for mode in modes(command)
     )
 
 
