@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from gafkd import rundir
 from gafkd.config import HOW_KEYS, ConfigError, dotted, dump_toml, from_dict, to_dict
-from gafkd.health import HealthMonitor
+from gafkd.gpu import HealthMonitor
 from gafkd.hostqueue import HostQueue, check_folder
 
 STATE_DIR = ".batch"

@@ -36,8 +36,8 @@ from gafkd.batch import (
     run_batch,
 )
 from gafkd.config import ConfigError
+from gafkd.gpu import GpuSample, read_gpus
 from gafkd.grid import PlannedRun, expand, load_grid
-from gafkd.health import GpuSample, read_gpus
 from gafkd.hostqueue import check_folder
 
 GIB = 1 << 30

@@ -35,7 +35,7 @@ class RunJob:
 
     def __call__(self, run_id: str) -> dict[str, Any]:
         from gafkd.config import load_config
-        from gafkd.health import HealthMonitor
+        from gafkd.gpu import HealthMonitor
         from gafkd.run import train_run
 
         root = Path(self.root)

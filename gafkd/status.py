@@ -24,7 +24,7 @@ from rich.live import Live
 from gafkd import rundir
 from gafkd.batch import SLURM_FILE, read_plan_file, read_state_file
 from gafkd.config import ConfigError
-from gafkd.nvml import Nvml, gpu_processes, nvml_session, sample
+from gafkd.gpu import Nvml, gpu_processes, nvml_session, sample
 from gafkd.screen import render
 
 __all__ = ["HEARTBEAT_STALE", "STATUSES", "TAIL_BYTES", "TIME_FORMAT", "collect", "render", "watch"]

@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 
 from gafkd.config import ConfigError
-from gafkd.health import nvml_session
+from gafkd.gpu import nvml_session
 from gafkd.status import collect, render, watch
 
 GIB = 1024**3

@@ -3,7 +3,7 @@
 Bins of the full-resolution series -> row-normalised transition matrix M -> block means of
 M[q_r, q_c], computed as H @ M @ H^T from per-block bin histograms H, never building the (L, L)
 field. Bins and transition counts are float64 (exact bins); the (S, S) products use the output
-dtype. `gafkd.imaging` re-exports `mtf` and stacks it into compound images (`encode`).
+dtype. `gafkd.imaging` re-exports `mtf`, and `encode` stacks it into compound images.
 
 References: pyts (J. Faouzi and H. Janati, JMLR 21, 2020); Z. Wang and T. Oates, "Imaging
 Time-Series to Improve Classification and Imputation", IJCAI 2015.
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from gafkd.series import _INTS, Series, Size, _as_series, _members, _segments, _size
+from gafkd.imaging.series import _INTS, Series, Size, _as_series, _members, _segments, _size
 
 Strategy = Literal["quantile", "uniform", "normal"]
 

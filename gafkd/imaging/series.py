@@ -5,7 +5,7 @@ the compute dtype: float32 (also float16, bfloat16) becomes float32, float64 and
 dtypes float64; numpy input lands on the CPU. `_size` resolves an output size as pyts does,
 `_segments` and `_members` give pyts' window bounds, and `paa` (re-exported by
 `gafkd.imaging`) is the piecewise aggregate approximation the GAFs start from. Shared by
-`gafkd.imaging` (GAF) and `gafkd.mtf` (MTF).
+`gafkd.imaging.gaf` (GAF) and `gafkd.imaging.markov` (MTF).
 """
 
 from __future__ import annotations

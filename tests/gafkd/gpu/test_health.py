@@ -17,7 +17,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 import pynvml
 import pytest
 
-from gafkd.health import (
+from gafkd.gpu import (
     GpuSample,
     HealthMonitor,
     gpu_processes,
@@ -62,7 +62,7 @@ def h100() -> FakeGpu:
 
 
 class FakeNvml:
-    """The pynvml functions gafkd.health calls, over a list of FakeGpu."""
+    """The pynvml functions gafkd.gpu calls, over a list of FakeGpu."""
 
     NVMLError = pynvml.NVMLError
 

@@ -8,7 +8,7 @@ What is sampled per GPU (one `GpuSample`, one line of ``health.jsonl``): tempera
 board's own slowdown threshold, clock event reasons, memory, utilisation, volatile uncorrected
 ECC errors and XID critical-error events. Consumer GeForce boards answer NotSupported for some
 of these (ECC, XID events); such a field is None ("N/A"), never an error. What the samples mean
-for scheduling is `gafkd.health`'s business.
+for scheduling is `gafkd.gpu.health`'s business.
 """
 
 from __future__ import annotations

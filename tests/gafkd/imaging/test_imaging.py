@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from gafkd.imaging import _bins, encode, gadf, gasf, mtf, n_image_channels, paa, qgaf
+from gafkd.imaging import encode, gadf, gasf, mtf, n_image_channels, paa, qgaf
+from gafkd.imaging.markov import _bins
 
 ROOT3 = math.sqrt(3) / 2  # sin of the angle whose cos is -1/2
 

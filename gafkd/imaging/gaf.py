@@ -3,7 +3,8 @@
 Each function reproduces pyts 0.14.1 on a whole batch at once, on any device, without a Python
 loop over samples. GAF: PAA -> per-sample min-max scaling -> cos = x, sin = sqrt(1 - x^2) ->
 outer sum cos(phi_i + phi_j) (GASF) or difference sin(phi_i - phi_j) (GADF). `mtf` lives in
-`gafkd.mtf` and `paa` with the input checks in `gafkd.series`; both are re-exported here.
+`gafkd.imaging.markov` and `paa` with the input checks in `gafkd.imaging.series`; `encode` stacks
+them into compound images.
 
 Inputs: (N, L) or (N, C, L) arrays or tensors; outputs: (N, S, S) or (N, C, S, S) tensors on the
 input's device (numpy -> CPU). float32 (also float16, bfloat16) is computed and returned in
@@ -23,25 +24,10 @@ from typing import Literal
 import numpy as np
 import torch
 
-from gafkd.mtf import Strategy, _check_mtf_params, _mtf_rows, mtf
-from gafkd.mtf import _bins as _bins  # tests check the bins against pyts' through imaging
-from gafkd.series import _INTS, Series, Size, _as_series, _paa_rows, _size, paa
+from gafkd.imaging.markov import Strategy, _check_mtf_params, _mtf_rows
+from gafkd.imaging.series import _INTS, Series, Size, _as_series, _paa_rows, _size
 
-__all__ = [
-    "Layout",
-    "Method",
-    "SampleRange",
-    "Series",
-    "Size",
-    "Strategy",
-    "encode",
-    "gadf",
-    "gasf",
-    "mtf",
-    "n_image_channels",
-    "paa",
-    "qgaf",
-]
+__all__ = ["Layout", "Method", "SampleRange", "encode", "gadf", "gasf", "n_image_channels", "qgaf"]
 
 SampleRange = tuple[float, float] | None
 Method = Literal["summation", "difference"]

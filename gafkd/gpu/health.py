@@ -1,6 +1,6 @@
 """GPU health: judge NVML samples and monitor the GPUs during a batch.
 
-The samples come from `gafkd.nvml` (the NVML boundary); its public names are re-exported here.
+The samples come from `gafkd.gpu.nvml` (the NVML boundary); `gafkd.gpu` exports both.
 A GPU is unhealthy (`judge`) when it reported an XID whose action is a reset or a reboot (it
 stays unhealthy for the rest of the batch), when NVML says the GPU is lost, or when it sat at or
 over its slowdown temperature, or had a thermal slowdown clock reason, for `SLOWDOWN_SAMPLES`
@@ -18,39 +18,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gafkd.nvml import (
-    CLOCK_REASONS,
-    GpuSample,
-    Nvml,
-    XidEvents,
-    gpu_processes,
-    nvml_session,
-    read_gpus,
-    sample,
-    timestamp,
-)
+from gafkd.gpu.nvml import GpuSample, Nvml, XidEvents, nvml_session, sample, timestamp
 
 __all__ = [
-    "CLOCK_REASONS",
     "DRAIN_XIDS",
     "HISTORY",
     "SLOWDOWN_SAMPLES",
     "THERMAL_REASONS",
     "XIDS",
-    "GpuSample",
     "HealthMonitor",
-    "Nvml",
-    "XidEvents",
-    "gpu_processes",
     "judge",
-    "nvml_session",
-    "read_gpus",
-    "sample",
 ]
 
 SLOWDOWN_SAMPLES = 3  # consecutive hot samples before a GPU counts as unhealthy (and to recover)
 HISTORY = 64  # recent samples kept per GPU by HealthMonitor; must stay well above SLOWDOWN_SAMPLES
-# clock event reasons (names from gafkd.nvml.CLOCK_REASONS) that mean thermal throttling
+# clock event reasons (names from gafkd.gpu.nvml.CLOCK_REASONS) that mean thermal throttling
 THERMAL_REASONS = frozenset({"sw_thermal_slowdown", "hw_thermal_slowdown"})
 
 # XID code -> (name, action), from NVIDIA's XID catalog. DRAIN_XIDS get no new runs.

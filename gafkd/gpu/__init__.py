@@ -1,0 +1,47 @@
+"""The GPU layer: the NVML boundary and the health monitor, without torch.
+
+`nvml` opens an NVML session and samples every GPU (``GpuSample``, ``read_gpus``, ``sample``,
+``gpu_processes``); `health` judges the samples (``judge``) and, during a batch, appends them to
+``health.jsonl`` (``HealthMonitor``). ``gafkd status``, ``launch`` and the runner import this
+package, so it imports neither torch nor anything heavy.
+"""
+
+from __future__ import annotations
+
+from gafkd.gpu.health import (
+    DRAIN_XIDS,
+    HISTORY,
+    SLOWDOWN_SAMPLES,
+    THERMAL_REASONS,
+    XIDS,
+    HealthMonitor,
+    judge,
+)
+from gafkd.gpu.nvml import (
+    CLOCK_REASONS,
+    GpuSample,
+    Nvml,
+    XidEvents,
+    gpu_processes,
+    nvml_session,
+    read_gpus,
+    sample,
+)
+
+__all__ = [
+    "CLOCK_REASONS",
+    "DRAIN_XIDS",
+    "HISTORY",
+    "SLOWDOWN_SAMPLES",
+    "THERMAL_REASONS",
+    "XIDS",
+    "GpuSample",
+    "HealthMonitor",
+    "Nvml",
+    "XidEvents",
+    "gpu_processes",
+    "judge",
+    "nvml_session",
+    "read_gpus",
+    "sample",
+]
