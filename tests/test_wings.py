@@ -1,0 +1,42 @@
+"""The wings: gafkd's imaging and GPU layers are packages that name their public API."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import subprocess
+import sys
+from types import FunctionType
+
+import pytest
+
+WINGS = ("gafkd.imaging", "gafkd.gpu")
+MOVED = ("gafkd.series", "gafkd.mtf", "gafkd.nvml", "gafkd.health")
+
+
+def test_the_science_api_stays_importable_as_the_first_issue_named_it() -> None:
+    from gafkd.imaging import encode, gadf, gasf, mtf, paa
+
+    for function in (gasf, gadf, mtf, paa, encode):
+        assert isinstance(function, FunctionType), function  # not a submodule of that name
+
+
+@pytest.mark.parametrize("name", WINGS)
+def test_each_wing_is_a_package_whose_init_names_its_public_api(name: str) -> None:
+    wing = importlib.import_module(name)
+    assert hasattr(wing, "__path__"), f"{name} is a module, not a package"
+    assert (wing.__doc__ or "").strip()
+    assert wing.__all__
+    assert [n for n in wing.__all__ if not hasattr(wing, n)] == []
+
+
+@pytest.mark.parametrize("name", MOVED)
+def test_the_flat_modules_the_wings_replaced_are_gone(name: str) -> None:
+    assert importlib.util.find_spec(name) is None
+
+
+def test_the_gpu_wing_imports_without_torch() -> None:
+    """`gafkd status`, `launch` and the runner import it; torch would cost them ~2 s."""
+    code = "import sys, gafkd.gpu, gafkd.gpu.nvml, gafkd.gpu.health\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
