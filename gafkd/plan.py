@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import batch_dir, check_grid_name, config_changes, now
+from gafkd.batch import batch_dir, check_grid_name, config_changes
 from gafkd.config import ConfigError
 from gafkd.grid import PlannedRun, expand, load_grid
 
@@ -54,7 +54,7 @@ def plan_rows(runs: Sequence[PlannedRun]) -> list[dict[str, Any]]:
 def write_plan(root: Path, grid: str, runs: Sequence[PlannedRun], overrides: Sequence[str]) -> None:
     plan = {
         "grid": grid,
-        "created": now(),
+        "created": rundir.timestamp(),
         "overrides": list(overrides),
         "stages": list(dict.fromkeys(r.stage for r in runs)),
         "runs": plan_rows(runs),

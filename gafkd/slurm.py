@@ -30,7 +30,6 @@ from gafkd.batch import (
     SLURM_FILE,
     batch_dir,
     is_locked,
-    now,
     read_plan,
     read_slurm_record,
     request_cancel,
@@ -233,7 +232,7 @@ def _submit_stages(
     record = {
         "backend": "slurm",
         "host": socket.gethostname(),
-        "submitted": now(),
+        "submitted": rundir.timestamp(),
         "options": asdict(options),
         "stages": submitted,
     }

@@ -25,13 +25,13 @@ from gafkd.batch import SLURM_FILE, read_plan_file, read_state_file
 from gafkd.config import ConfigError
 from gafkd.healthlog import TAIL_BYTES, health_log, last_lines
 from gafkd.nvml import Nvml, gpu_processes, nvml_session, sample
+from gafkd.rundir import TIME_FORMAT
 from gafkd.screen import render
 
 __all__ = ["HEARTBEAT_STALE", "STATUSES", "TAIL_BYTES", "TIME_FORMAT", "collect", "render", "watch"]
 
 STATUSES = ("done", "running", "queued", "failed", "blocked", "cancelled")
 HEARTBEAT_STALE = 60.0  # seconds: a runner whose heartbeat is older does not count as running
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 _plans: dict[Path, tuple[int, int, dict[str, Any]]] = {}  # path -> (mtime_ns, size, plan)
 
@@ -53,7 +53,7 @@ def collect(root: Path, nvml: Nvml | None = None, grid: str | None = None) -> di
     return {
         "host": socket.gethostname(),
         "user": _me(),
-        "time": time.strftime(TIME_FORMAT),
+        "time": rundir.timestamp(),
         "gpus": gpus,
         "gpu_note": note,
         "batches": batches,
