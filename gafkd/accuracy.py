@@ -2,17 +2,15 @@
 
 The shared vocabulary of `gafkd.results` (collect, aggregate, tables), `gafkd.reference`
 (earlier numbers beside ours) and `gafkd.figure` (the plot); it imports none of them, so they
-can all import it. `header` says which accuracy the numbers are and the std convention.
+can all import it. `DESCRIPTIONS` and `STD_NOTE` say which accuracy the numbers are and the
+std convention (`gafkd.reference.header` writes them out).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
-
-if TYPE_CHECKING:
-    from gafkd.reference import Reference
+from typing import Literal
 
 AxisValue = str | int | float | bool
 Status = Literal["done", "failed", "missing"]
@@ -38,7 +36,7 @@ DESCRIPTIONS = {  # metric -> what it is, for a metric other than reported_acc
     "best_val_acc": "best validation accuracy over epochs",
 }
 STD_NOTE = "std over seeds with ddof=0 (population std, as in the lab's notes)"
-_LABELS = {  # axis -> column title
+AXIS_LABELS = {  # axis -> column title
     "student.name": "model",
     "train.alpha": "α",  # noqa: RUF001
     "teacher.image.student.name": "GAF teacher",
@@ -93,36 +91,15 @@ class GroupRow:
         return text
 
 
-def header(groups: Sequence[GroupRow], reference: Reference | None = None) -> str:
-    """What the numbers are: which accuracy, the std convention and the reference's source."""
-    metric = groups[0].metric if groups else "reported_acc"
-    if metric == "reported_acc":
-        reports = sorted({g.report for g in groups} - {""})
-        what = (
-            "; ".join(f"{REPORTS.get(r, r)} (report = {r})" for r in reports)
-            or "reported accuracy (no run done yet)"
-        )
-        if "mixed" in reports or len(reports) > 1:
-            what = "MIXED reports across runs: " + what
-    else:
-        what = f"{DESCRIPTIONS[metric]} ({metric})"
-    text = f"Accuracy (%): {what}. Mean ± {STD_NOTE}."
-    if reference is not None:
-        source = f"; source: {reference.source}" if reference.source else ""
-        report = f"; reports {REPORTS[reference.report]}" if reference.report else ""
-        text += f"\nReference: {reference.title}{source}{report}."
-    return text
-
-
-def _stages(groups: Sequence[GroupRow]) -> list[str]:
+def stage_names(groups: Sequence[GroupRow]) -> list[str]:
     return list(dict.fromkeys(g.stage for g in groups))
 
 
-def _axis_names(groups: Sequence[GroupRow]) -> list[str]:
+def axis_names(groups: Sequence[GroupRow]) -> list[str]:
     return list(dict.fromkeys(name for g in groups for name in g.axes))
 
 
-def _text(value: AxisValue) -> str:
+def axis_text(value: AxisValue) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return f"{value:g}" if isinstance(value, float) else str(value)

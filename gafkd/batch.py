@@ -29,6 +29,7 @@ from gafkd import rundir
 from gafkd.config import HOW_KEYS, ConfigError, dotted, dump_toml, from_dict, to_dict
 from gafkd.gpu import HealthMonitor
 from gafkd.hostqueue import HostQueue, check_folder
+from gafkd.rundir import timestamp
 
 STATE_DIR = ".batch"
 CANCELLED = "cancelled.json"
@@ -211,7 +212,7 @@ def run_batch(
             health.start()
         stopping, previous = _handle_termination()
         processes: dict[str, subprocess.Popen[bytes]] = {}
-        started = now()
+        started = timestamp()
         _write_state(batch, slots, health, started)
         last_beat = time.monotonic()
         try:
@@ -283,7 +284,7 @@ def _apply_cancellations(
         if process is not None:  # its last epoch is checkpointed: a later launch resumes it
             process.terminate()
             process.wait()
-        state.status, state.pid, state.finished, changed = "cancelled", None, now(), True
+        state.status, state.pid, state.finished, changed = "cancelled", None, timestamp(), True
         if out is not None:
             print(f"cancel  {run_id}", file=out, flush=True)
     return changed
@@ -304,7 +305,7 @@ def _reap(
         del processes[run_id]
         state = batch.runs[run_id]
         run_dir = batch.root / _planned(batch, run_id)["run_dir"]
-        state.pid, state.finished, changed = None, now(), True
+        state.pid, state.finished, changed = None, timestamp(), True
         if code == 0 and rundir.read_result(run_dir) is not None:
             state.status = "done"
             print(f"done    {run_id}", file=out, flush=True)
@@ -348,7 +349,7 @@ def _start_ready(
         if device is None:
             break
         processes[run["id"]] = _spawn(batch.root, run, device, slots)
-        state.status, state.started, state.finished = "running", now(), None
+        state.status, state.started, state.finished = "running", timestamp(), None
         state.pid = processes[run["id"]].pid
         state.device = "cpu" if device == "cpu" else f"cuda:{device}"
         state.gpu = None if device == "cpu" else int(device)
@@ -493,8 +494,8 @@ def _write_state(
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": started,
-            "heartbeat": now(),
-            "finished": now() if finished else None,
+            "heartbeat": timestamp(),
+            "finished": timestamp() if finished else None,
             "slots": slots.per_device,
             "queue": str(batch.queue.folder) if batch.queue is not None else None,
             "waiting_for_slot": batch.queue is not None and batch.queue.wait is not None,
@@ -525,7 +526,3 @@ def _error_line(run_dir: Path, code: int) -> str:
     last = lines[-1] if lines else ""
     how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
     return f"{how}: {last}" if last else how
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -150,10 +150,9 @@ def _running(root: Path, grid: str, run_id: str) -> bool:
 
 def _mark_cancelled(root: Path, grid: str, run_id: str | None, state: dict[str, Any]) -> None:
     from gafkd import rundir
-    from gafkd.batch import now
 
     path = batch_dir(root, grid) / "state.json"
     for key, run in state["runs"].items():
         if run["status"] == "queued" and run_id in (None, key):
-            run.update(status="cancelled", finished=now())
+            run.update(status="cancelled", finished=rundir.timestamp())
     rundir.save_json(state, path)

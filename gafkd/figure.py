@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gafkd.accuracy import _LABELS, GroupRow, _axis_names, _stages, _text, header
-from gafkd.reference import Reference, ReferenceRow, match_reference
+from gafkd.accuracy import AXIS_LABELS, GroupRow, axis_names, axis_text, stage_names
+from gafkd.reference import Reference, ReferenceRow, header, match_reference
 
 
 def plot(groups: Sequence[GroupRow], path: Path, reference: Reference | None = None) -> Path:
@@ -23,7 +23,7 @@ def plot(groups: Sequence[GroupRow], path: Path, reference: Reference | None = N
     from matplotlib.figure import Figure  # lazily: only plots need matplotlib; Agg renders PNG
 
     chosen, _ = match_reference(groups, reference) if reference else ({}, ())
-    stages = _stages(groups) or ["no runs"]
+    stages = stage_names(groups) or ["no runs"]
     ncols = min(len(stages), 2)
     nrows = math.ceil(len(stages) / ncols)
     figure = Figure(figsize=(6.4 * ncols, 4.4 * nrows), layout="constrained")
@@ -50,7 +50,11 @@ def plot(groups: Sequence[GroupRow], path: Path, reference: Reference | None = N
 def _alpha_panel(ax: Any, members: Sequence[GroupRow], chosen: Mapping[str, ReferenceRow]) -> None:
     lines: dict[str, list[GroupRow]] = {}
     for g in members:
-        other = [f"{_LABELS.get(k, k)}={_text(v)}" for k, v in g.axes.items() if k != "train.alpha"]
+        other = [
+            f"{AXIS_LABELS.get(k, k)}={axis_text(v)}"
+            for k, v in g.axes.items()
+            if k != "train.alpha"
+        ]
         lines.setdefault(", ".join(other) or "ours", []).append(g)
     for label, line in lines.items():
         done = sorted((g for g in line if g.mean is not None), key=_alpha)
@@ -113,9 +117,9 @@ def _bar_panel(ax: Any, members: Sequence[GroupRow], chosen: Mapping[str, Refere
             )
             lows.append(ref.mean - (ref.std or 0.0))
     varying = [
-        n for n in _axis_names(members) if len({_text(g.axes.get(n, "-")) for g in members}) > 1
+        n for n in axis_names(members) if len({axis_text(g.axes.get(n, "-")) for g in members}) > 1
     ]
-    ticks = [", ".join(_text(g.axes.get(n, "-")) for n in varying) for g in members]
+    ticks = [", ".join(axis_text(g.axes.get(n, "-")) for n in varying) for g in members]
     ax.set_xticks(range(len(members)), ticks, fontsize=7, rotation=30, ha="right")
     if lows:  # accuracies differ by tenths: do not start the bars at 0
         ax.set_ylim(bottom=max(0.0, min(lows) - 5.0))

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import scipy.io
 
 from gafkd.config import ConfigError
-from gafkd.data import SignalSet
+from gafkd.signalset import SignalSet
 
 FILE_NAME = re.compile(r"ID-(\d+)_CLASS-(\d+)_Window-(\d+)\.mat")
 DEFAULT_MAPPING = "geneactiv_7class.toml"

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd.config import ConfigError
-from gafkd.rundir import lock_is_free
+from gafkd.rundir import lock_is_free, timestamp
 
 FILE_MODE = 0o660  # the group's members lock and write the files; others nothing
 WAIT_PREFIX = "wait."
@@ -156,7 +156,7 @@ class HostQueue:
                     continue
                 _share(fd)
                 record = {"user": user_name(), "host": socket.gethostname(), "pid": os.getpid()}
-                record |= {"run": run_id, "grid": self.grid, "since": _now()}
+                record |= {"run": run_id, "grid": self.grid, "since": timestamp()}
                 _rewrite(fd, json.dumps(record, sort_keys=True) + "\n")
                 self.held[run_id] = fd
                 self._stop_waiting()
@@ -350,7 +350,3 @@ def _group_name(gid: int) -> str:
         return grp.getgrgid(gid).gr_name
     except KeyError:
         return str(gid)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

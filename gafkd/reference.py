@@ -3,6 +3,7 @@
 A reference file (TOML, see `load_reference` and docs/results.md) lists rows, each matched to
 one config of a grid by its group id or by stage + axis values (`match_reference`). The lab's
 own notes ship as `LAB_REFERENCE`. Reading the file is the only effect; matching is pure.
+`header` says what the numbers are: which accuracy, the std convention, and the reference's.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gafkd.accuracy import REPORTS, AxisValue, GroupRow, _text
+from gafkd.accuracy import DESCRIPTIONS, REPORTS, STD_NOTE, AxisValue, GroupRow, axis_text
 from gafkd.config import ConfigError, read_toml
 
 LAB_REFERENCE = Path(__file__).parent / "grids" / "reference_lab.toml"
@@ -33,7 +34,7 @@ class ReferenceRow:
     def describe(self) -> str:
         if self.label:
             return self.label
-        return self.group or ", ".join(f"{k}={_text(v)}" for k, v in self.match.items())
+        return self.group or ", ".join(f"{k}={axis_text(v)}" for k, v in self.match.items())
 
     def matches(self, group: GroupRow) -> bool:
         if self.group:
@@ -126,6 +127,27 @@ def _check_keys(table: Mapping[str, Any], valid: set[str], where: str, fail: _Fa
     unknown = sorted(set(table) - valid)
     if unknown:
         raise fail(where, f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(valid))}")
+
+
+def header(groups: Sequence[GroupRow], reference: Reference | None = None) -> str:
+    """What the numbers are: which accuracy, the std convention and the reference's source."""
+    metric = groups[0].metric if groups else "reported_acc"
+    if metric == "reported_acc":
+        reports = sorted({g.report for g in groups} - {""})
+        what = (
+            "; ".join(f"{REPORTS.get(r, r)} (report = {r})" for r in reports)
+            or "reported accuracy (no run done yet)"
+        )
+        if "mixed" in reports or len(reports) > 1:
+            what = "MIXED reports across runs: " + what
+    else:
+        what = f"{DESCRIPTIONS[metric]} ({metric})"
+    text = f"Accuracy (%): {what}. Mean ± {STD_NOTE}."
+    if reference is not None:
+        source = f"; source: {reference.source}" if reference.source else ""
+        report = f"; reports {REPORTS[reference.report]}" if reference.report else ""
+        text += f"\nReference: {reference.title}{source}{report}."
+    return text
 
 
 def match_reference(

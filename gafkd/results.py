@@ -23,7 +23,7 @@ import numpy as np
 
 from gafkd import rundir
 from gafkd.accuracy import (
-    _LABELS,
+    AXIS_LABELS,
     DESCRIPTIONS,
     METRICS,
     REPORTS,
@@ -33,10 +33,9 @@ from gafkd.accuracy import (
     Metric,
     RunRow,
     Status,
-    _axis_names,
-    _stages,
-    _text,
-    header,
+    axis_names,
+    axis_text,
+    stage_names,
 )
 from gafkd.batch import read_plan_file, read_state_file
 from gafkd.config import ConfigError, dotted
@@ -45,6 +44,7 @@ from gafkd.reference import (
     LAB_REFERENCE,
     Reference,
     ReferenceRow,
+    header,
     load_reference,
     match_reference,
 )
@@ -209,15 +209,15 @@ def markdown(
     chosen, unused = match_reference(groups, reference) if reference else ({}, ())
     lines = [f"# {title}", ""] if title else []
     lines += [header(groups, reference), ""]
-    for stage in _stages(groups):
+    for stage in stage_names(groups):
         members = [g for g in groups if g.stage == stage]
-        names = _axis_names(members)
+        names = axis_names(members)
         compared = any(g.group in chosen for g in members)
-        columns = [_LABELS.get(n, n) for n in names] + ["accuracy", "seeds"]
+        columns = [AXIS_LABELS.get(n, n) for n in names] + ["accuracy", "seeds"]
         columns += ["reference", "Δ", "reference row"] if compared else []
         lines += [f"## {stage}", "", _md_row(columns), _md_row(["---"] * len(columns))]
         for g in members:
-            cells = [_text(g.axes[n]) if n in g.axes else "-" for n in names]
+            cells = [axis_text(g.axes[n]) if n in g.axes else "-" for n in names]
             cells += [_mean_std(g.mean, g.std), g.flag]
             ref = chosen.get(g.group)
             if ref is not None:
@@ -236,7 +236,7 @@ def markdown(
 def to_csv(groups: Sequence[GroupRow], reference: Reference | None = None) -> str:
     """One line per group: stage, group, axis values, metric, mean, std (ddof=0), counts, flag."""
     chosen, _ = match_reference(groups, reference) if reference else ({}, ())
-    names = _axis_names(groups)
+    names = axis_names(groups)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     columns = ["stage", "group", *names, "metric", "report", "mean", "std_ddof0"]

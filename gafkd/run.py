@@ -71,7 +71,7 @@ def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         "n_params": sum(p.numel() for p in student.parameters()),
         "in_channels": in_channels,
         "classes": list(split.train.class_names),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": rundir.timestamp(),
         "process_seconds": round(time.time() - started, 3),
         "standardization": {"mean": list(split.channel_mean), "std": list(split.channel_std)},
         "provenance": dict(rundir.provenance(device, config.seed)),

@@ -49,6 +49,12 @@ RESULT = "result.json"
 ERROR = "error.txt"
 LOCK = ".lock"
 RESULT_FIX = "delete it to train that run again"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"  # local time and its UTC offset, in every file gafkd writes
+
+
+def timestamp() -> str:
+    """Now, as every file of gafkd writes it (`TIME_FORMAT`): ``2026-03-01T14:05:09+0100``."""
+    return time.strftime(TIME_FORMAT)
 
 
 @contextmanager
@@ -92,7 +98,7 @@ def exclusive(path: Path, busy: str, fd: int | None = None) -> Iterator[int]:
             raise ConfigError(busy.format(holder=handle.read().strip() or "unknown")) from None
         handle.seek(0)
         handle.truncate()
-        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        started = timestamp()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
         handle.flush()
         yield handle.fileno()

@@ -30,13 +30,13 @@ from gafkd.batch import (
     SLURM_FILE,
     batch_dir,
     is_locked,
-    now,
     read_plan,
     read_slurm_record,
     request_cancel,
 )
 from gafkd.config import ConfigError, check_override, check_text
 from gafkd.grid import check_name
+from gafkd.plan import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
 from gafkd.slurm_state import run_slurm
 
 PREFIX = "slurm."  # --set slurm.partition=gpu
@@ -94,6 +94,15 @@ def split_options(
     return grid_sets, options
 
 
+def check_host_settings(alias: str, items: Sequence[str]) -> None:
+    """A lab host's ``slurm:`` settings in invoke.yaml, as ``slurm.KEY=VALUE`` items, checked as
+    `split_options` checks ``--set`` ones, before they leave for the host; an error names it."""
+    try:
+        split_options(items)
+    except ConfigError as error:
+        raise ConfigError(f"invoke.yaml hosts.{alias}.slurm: {error}") from None
+
+
 # -- submitting ----------------------------------------------------------------------------------
 
 
@@ -113,12 +122,10 @@ def submit(
 
     Runs that are done (their result exists, made with the planned config) are not submitted;
     runs made with another config are refused, or with `rerun_changed` moved aside and
-    submitted (:func:`gafkd.launch.set_aside_changed`). A stage whose runs are all done is
+    submitted (:func:`gafkd.plan.set_aside_changed`). A stage whose runs are all done is
     skipped and nothing waits for it. With `resume` the batch already planned under `root` is
     submitted again as planned (after a cancel, or failures that are fixed now).
     """
-    from gafkd.launch import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
-
     grid_sets, options = split_options(overrides, defaults)
     resolved = str(root.resolve())
     shown = resolved if resolved.isprintable() else repr(resolved)
@@ -225,7 +232,7 @@ def _submit_stages(
     record = {
         "backend": "slurm",
         "host": socket.gethostname(),
-        "submitted": now(),
+        "submitted": rundir.timestamp(),
         "options": asdict(options),
         "stages": submitted,
     }

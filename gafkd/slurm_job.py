@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import now, read_plan, write_run_config
+from gafkd.batch import read_plan, write_run_config
 
 HEALTH_SECONDS = 30.0  # how often a run samples its GPU with NVML
 
@@ -72,7 +72,7 @@ def _job_info() -> dict[str, Any]:
         "SLURM_JOB_GPUS",
         "CUDA_VISIBLE_DEVICES",
     )
-    return {name.lower(): os.environ.get(name) for name in names} | {"started": now()}
+    return {name.lower(): os.environ.get(name) for name in names} | {"started": rundir.timestamp()}
 
 
 def _set_threads() -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gafkd import rundir
-from gafkd.batch import CANCELLED, SLURM_FILE, now, read_plan_file, read_slurm_record
+from gafkd.batch import CANCELLED, SLURM_FILE, read_plan_file, read_slurm_record
+from gafkd.gpu.healthlog import health_log
 
 FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
 RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT"}
@@ -77,8 +78,8 @@ def batch_state(folder: Path, root: Path) -> dict[str, Any]:
             "pid": None,
             "host": record.get("host"),
             "started": record.get("submitted"),
-            "heartbeat": now(),
-            "finished": None if active else now(),
+            "heartbeat": rundir.timestamp(),
+            "finished": None if active else rundir.timestamp(),
             "slots": {"slurm": record.get("options", {}).get("parallel") or len(task_of) or 1},
             "jobs": ids,
         },
@@ -149,8 +150,6 @@ def _gpu_health(
     root: Path, plan: Sequence[Mapping[str, Any]], runs: Mapping[str, Mapping[str, Any]]
 ) -> dict[str, dict[str, Any]]:
     """The last verdict each running run recorded for its own GPU."""
-    from gafkd.status import health_log
-
     verdicts: dict[str, dict[str, Any]] = {}
     for run in plan:
         state = runs[run["id"]]

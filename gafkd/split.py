@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gafkd.config import ConfigError
-from gafkd.data import SignalSet
+from gafkd.signalset import SignalSet
 
 
 @dataclass(frozen=True)

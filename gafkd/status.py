@@ -10,7 +10,6 @@ is the batch runner's (docs/experiments.md).
 from __future__ import annotations
 
 import contextlib
-import json
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -25,14 +24,14 @@ from gafkd import rundir
 from gafkd.batch import SLURM_FILE, read_plan_file, read_state_file
 from gafkd.config import ConfigError
 from gafkd.gpu import Nvml, gpu_processes, nvml_session, sample
+from gafkd.gpu.healthlog import TAIL_BYTES, health_log, last_lines
+from gafkd.rundir import TIME_FORMAT
 from gafkd.screen import render
 
 __all__ = ["HEARTBEAT_STALE", "STATUSES", "TAIL_BYTES", "TIME_FORMAT", "collect", "render", "watch"]
 
 STATUSES = ("done", "running", "queued", "failed", "blocked", "cancelled")
 HEARTBEAT_STALE = 60.0  # seconds: a runner whose heartbeat is older does not count as running
-TAIL_BYTES = 64 * 1024  # how much of the end of a .jsonl file is read for its last lines
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 _plans: dict[Path, tuple[int, int, dict[str, Any]]] = {}  # path -> (mtime_ns, size, plan)
 
@@ -54,7 +53,7 @@ def collect(root: Path, nvml: Nvml | None = None, grid: str | None = None) -> di
     return {
         "host": socket.gethostname(),
         "user": _me(),
-        "time": time.strftime(TIME_FORMAT),
+        "time": rundir.timestamp(),
         "gpus": gpus,
         "gpu_note": note,
         "batches": batches,
@@ -189,7 +188,7 @@ def _damaged(folder: Path, root: Path, problem: str) -> dict[str, Any]:
 def _running(
     run_id: str, planned: Mapping[str, Any], run_state: Mapping[str, Any], run_dir: Path | None
 ) -> dict[str, Any]:
-    rows = _last_lines(run_dir / "metrics.jsonl", 4096) if run_dir else []
+    rows = last_lines(run_dir / "metrics.jsonl", 4096) if run_dir else []
     rows = [row for row in rows if _epoch_row(row)]  # a garbled line is skipped
     metrics = rows[-1] if rows else {}
     return {
@@ -321,38 +320,6 @@ def _plan(path: Path) -> dict[str, Any]:
     plan = read_plan_file(path)
     _plans[path] = (stat.st_mtime_ns, stat.st_size, plan)
     return plan
-
-
-def _last_lines(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
-    """The JSON objects on the last complete lines of `path` (reads at most `max_bytes`)."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, 2)
-            handle.seek(max(0, size - max_bytes))
-            chunk = handle.read()
-    except OSError:
-        return []
-    lines = chunk.splitlines()
-    if size > max_bytes:
-        lines = lines[1:]  # the first one is cut
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line being appended right now
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def health_log(path: Path) -> dict[str, dict[str, Any]]:
-    """The last verdict per GPU in health.jsonl, shaped like state.json's "gpus"."""
-    verdicts: dict[str, dict[str, Any]] = {}
-    for row in _last_lines(path):
-        if "gpu" in row and "healthy" in row:
-            verdicts[str(row["gpu"])] = {"healthy": row["healthy"], "reason": row.get("reason", "")}
-    return verdicts
 
 
 def watch(

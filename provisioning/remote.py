@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from provisioning import code
-from provisioning.core import Connection, ProvisionError, Result, run_host
+from provisioning.core import Connection, ProvisionError, Result
 from provisioning.hosts import LOCAL, Host, ssh_files
+from provisioning.runner import run_host
 
 # $1 python, $2 lab_dir, $3 mode (gafkd: -m gafkd ... --root LAB; python: python ...), then argv.
 SCRIPT = """py=$1 lab=$2 mode=$3

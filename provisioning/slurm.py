@@ -24,18 +24,16 @@ from provisioning.core import (
     STDIN,
     Command,
     Connection,
-    Outcome,
     ProvisionError,
     Result,
     SkipStep,
-    Step,
     read_file,
     read_result,
-    run_hosts,
     write_file,
 )
 from provisioning.hosts import Host
 from provisioning.power import read_unit_state
+from provisioning.runner import Outcome, Step, run_hosts
 from provisioning.slurm_conf import (  # noqa: F401  (tests and callers use slurm.NAME)
     CONTROLLER_PACKAGES,
     CONTROLLER_UNITS,

@@ -157,12 +157,15 @@ def launch(
             if foreground:
                 raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
             from gafkd.config import check_override
+            from gafkd.slurm import check_host_settings
             from provisioning import remote
 
             for item in set or []:
                 check_override(item)  # before anything is synced or runs on the host
             lab, connection = connect_one(c, host)
             backend = backend or lab.backend
+            if backend == "slurm":  # before anything is synced or runs on the host
+                check_host_settings(lab.alias, lab.slurm)
             sets = [*(lab.slurm if backend == "slurm" else ()), *(set or [])]  # --set wins
             options = [f"--set={item}" for item in sets] + [f"--retries={retries}"]
             options += [f"--per-gpu={per_gpu}"] * bool(per_gpu) + [f"--gpus={gpus}"] * bool(gpus)

@@ -17,16 +17,9 @@ from invoke.tasks import task
 from rich.console import Console
 
 from provisioning import code, conda, envs, gpu, hostqueue, power, system
-from provisioning.core import (
-    DRY_NOTE,
-    Outcome,
-    ProvisionError,
-    Step,
-    report_json,
-    report_table,
-    run_hosts,
-)
+from provisioning.core import ProvisionError
 from provisioning.hosts import connect, select_hosts
+from provisioning.runner import DRY_NOTE, Outcome, Step, report_json, report_table, run_hosts
 from provisioning.slurm import STEPS as SLURM_STEPS
 from provisioning.slurm import run_cluster
 

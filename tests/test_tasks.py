@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,12 +89,27 @@ def test_launch_on_a_slurm_host_passes_its_settings_then_the_command_line(
     assert not [o for o in options if "slurm" in o]  # --backend local: no Slurm settings
 
 
-def test_a_bad_slurm_setting_in_invoke_yaml_names_the_host_and_key() -> None:
+def test_a_bad_slurm_setting_in_invoke_yaml_names_the_host_and_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from invoke import Context
+    from invoke.exceptions import Exit
+
+    from provisioning import remote
     from provisioning.core import ProvisionError
     from provisioning.hosts import parse_host
+    from tasks import experiment
 
-    with pytest.raises(ProvisionError, match=r"hosts\.cluster\.slurm: .*slurm\.partion"):
-        parse_host("cluster", {"slurm": {"partion": "gpu"}})
+    host = parse_host("cluster", {"backend": "slurm", "slurm": {"partion": "gpu"}})
+    calls: list[str] = []
+    monkeypatch.setattr(experiment, "connect_one", lambda c, name: (host, None))
+    monkeypatch.setattr(remote, "launch", lambda conn, lab, grid, options, **kw: calls.append(grid))
+    with pytest.raises(Exit) as error:
+        experiment.launch.body(Context(), "kd_alpha", host="cluster")
+    message = str(error.value.message)
+    assert re.match(r"error: invoke\.yaml hosts\.cluster\.slurm: .*slurm\.partion", message)
+    assert "\n" not in message
+    assert calls == []  # nothing was synced, nothing ran on the host
     with pytest.raises(ProvisionError, match=r"hosts\.cluster\.backend is 'k8s'"):
         parse_host("cluster", {"backend": "k8s"})
 

@@ -2,8 +2,9 @@
 
 `nvml` opens an NVML session and samples every GPU (``GpuSample``, ``read_gpus``, ``sample``,
 ``gpu_processes``); `health` judges the samples (``judge``) and, during a batch, appends them to
-``health.jsonl`` (``HealthMonitor``). ``gafkd status``, ``launch`` and the runner import this
-package, so it imports neither torch nor anything heavy.
+``health.jsonl`` (``HealthMonitor``); `healthlog` reads that log back for the status screens
+(``health_log``, and ``last_lines`` for the end of any JSON-lines file). ``gafkd status``,
+``launch`` and the runner import this package, so it imports neither torch nor anything heavy.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from gafkd.gpu.health import (
     HealthMonitor,
     judge,
 )
+from gafkd.gpu.healthlog import TAIL_BYTES, health_log, last_lines
 from gafkd.gpu.nvml import (
     CLOCK_REASONS,
     GpuSample,
@@ -33,6 +35,7 @@ __all__ = [
     "DRAIN_XIDS",
     "HISTORY",
     "SLOWDOWN_SAMPLES",
+    "TAIL_BYTES",
     "THERMAL_REASONS",
     "XIDS",
     "GpuSample",
@@ -40,7 +43,9 @@ __all__ = [
     "Nvml",
     "XidEvents",
     "gpu_processes",
+    "health_log",
     "judge",
+    "last_lines",
     "nvml_session",
     "read_gpus",
     "sample",

@@ -18,7 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from gafkd.gpu.nvml import GpuSample, Nvml, XidEvents, nvml_session, sample, timestamp
+from gafkd.gpu.nvml import GpuSample, Nvml, XidEvents, nvml_session, sample
+from gafkd.rundir import timestamp
 
 __all__ = [
     "DRAIN_XIDS",

@@ -13,11 +13,12 @@ for scheduling is `gafkd.gpu.health`'s business.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
+
+from gafkd.rundir import timestamp
 
 # The NVML boundary: the pynvml module or a test double with the same names (see module doc).
 Nvml = Any
@@ -74,11 +75,6 @@ class GpuSample:
 
 class _Lost(Exception):
     """Raised inside `sample` when NVML answers with a FATAL error for a device."""
-
-
-def timestamp() -> str:
-    """Now as ISO-8601 local time with offset, as in `GpuSample.time`."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _optional(nvml: Nvml, function: str, *args: Any) -> Any:

@@ -16,7 +16,8 @@ import pytest
 
 from gafkd.batch import Slots, batch_dir, is_locked, run_batch
 from gafkd.config import ConfigError
-from gafkd.launch import launch, plan_grid, write_plan
+from gafkd.launch import launch
+from gafkd.plan import plan_grid, write_plan
 
 TINY_GRID = """
 name = "tiny"

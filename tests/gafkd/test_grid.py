@@ -12,7 +12,8 @@ import pytest
 from gafkd.batch import Slots
 from gafkd.config import ConfigError
 from gafkd.grid import expand, load_grid, parse_grid, shipped_grids
-from gafkd.launch import launch, plan_grid, print_plan
+from gafkd.launch import launch, print_plan
+from gafkd.plan import plan_grid
 
 
 def test_shipped_grids_expand_to_the_labs_experiments() -> None:

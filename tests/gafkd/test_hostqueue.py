@@ -20,7 +20,8 @@ import pytest
 from gafkd.batch import Slots, batch_dir, run_batch
 from gafkd.config import ConfigError
 from gafkd.hostqueue import HostQueue, check_folder, holders
-from gafkd.launch import launch, plan_grid, write_plan
+from gafkd.launch import launch
+from gafkd.plan import plan_grid, write_plan
 
 ONE_STAGE = """
 name = "tiny"

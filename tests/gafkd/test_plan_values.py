@@ -17,8 +17,8 @@ from gafkd import slurm
 from gafkd.batch import write_run_config
 from gafkd.config import ConfigError, dump_toml, from_dict, load_config, to_dict
 from gafkd.grid import check_name, expand, parse_grid
-from gafkd.launch import launch, plan_grid
-from provisioning.core import ProvisionError
+from gafkd.launch import launch
+from gafkd.plan import plan_grid
 from provisioning.hosts import parse_host
 
 WATCH = ["dataset=watch", "train.epochs=1", "seed=[0]"]
@@ -54,8 +54,9 @@ def test_a_control_character_in_a_slurm_setting_is_refused_before_anything_is_wr
 
 
 def test_a_newline_in_invoke_yamls_slurm_settings_is_refused_naming_the_host() -> None:
-    with pytest.raises(ProvisionError) as error:
-        parse_host("lab", {"slurm": {"partition": "gpu", "account": "lab\ntouch x"}})
+    host = parse_host("lab", {"slurm": {"partition": "gpu", "account": "lab\ntouch x"}})
+    with pytest.raises(ConfigError) as error:
+        slurm.check_host_settings(host.alias, host.slurm)
     assert str(error.value).startswith("invoke.yaml hosts.lab.slurm: --set slurm.account: a new")
     assert "\n" not in str(error.value)
 

@@ -255,14 +255,14 @@ def test_a_local_launch_of_a_grid_with_jobs_in_slurm_is_refused(
 def test_a_run_of_another_config_is_not_done_for_slurm_either(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same check as the local runner (gafkd.launch.set_aside_changed) before submitting."""
+    """The same check as the local runner (gafkd.plan.set_aside_changed) before submitting."""
     import io
     from dataclasses import asdict
 
     from gafkd import rundir
     from gafkd.batch import write_run_config
     from gafkd.config import load_config
-    from gafkd.launch import plan_grid
+    from gafkd.plan import plan_grid
 
     monkeypatch.setattr(slurm, "_require_commands", lambda: None)  # nothing is submitted
     sets = ["dataset=watch", "seed=0", "train.alpha=[0.3]", "train.epochs=1"]

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from provisioning import code
-from provisioning.core import STDIN, Command, ProvisionError, plan
+from provisioning.core import STDIN, Command, ProvisionError
 from provisioning.hosts import Host
+from provisioning.runner import plan
 
 FOLDER = "/srv/lab/alice/gafkd"
 LAB = Host("lab")  # lab_dir /srv/lab/{user}/gafkd; ~/.ssh files under the test's HOME

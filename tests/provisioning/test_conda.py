@@ -20,17 +20,10 @@ from invoke.runners import Result
 
 from provisioning import conda, envs, gpu
 from provisioning.conda import ANACONDA_NOTE, Account, Install
-from provisioning.core import (
-    STDIN,
-    Command,
-    ProvisionError,
-    SkipStep,
-    plan,
-    run_host,
-    write_file,
-)
+from provisioning.core import STDIN, Command, ProvisionError, SkipStep, write_file
 from provisioning.envs import STAMP
 from provisioning.hosts import Host, parse_host
+from provisioning.runner import plan, run_host
 from tests.provisioning.conftest import FakeConnection, output
 
 LAB = Host("lab", users=("alice",))

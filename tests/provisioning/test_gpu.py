@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from provisioning import gpu, nvml_probe
-from provisioning.core import ProvisionError, SkipStep, plan
+from provisioning.core import ProvisionError, SkipStep
 from provisioning.gpu import Gpu, Probe, TorchBuild, TorchPin, WheelChoice
 from provisioning.hosts import Host
+from provisioning.runner import plan
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = Host("lab")

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import pytest
 
-from provisioning.core import Command, ProvisionError, SkipStep, plan
+from provisioning.core import Command, ProvisionError, SkipStep
 from provisioning.hostqueue import ensure_queue
 from provisioning.hosts import Host, parse_host
+from provisioning.runner import plan
 from tests.provisioning.conftest import FakeConnection
 
 QUEUE = "/srv/lab/.gafkd-queue"

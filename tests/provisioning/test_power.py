@@ -8,8 +8,9 @@ import subprocess
 import pytest
 
 from provisioning import power
-from provisioning.core import Command, ProvisionError, plan, run_host, write_file
+from provisioning.core import Command, ProvisionError, write_file
 from provisioning.hosts import Host, LocalConnection
+from provisioning.runner import plan, run_host
 
 LAB = Host("lab")
 MASK_ALL = Command(

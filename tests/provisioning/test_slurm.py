@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from provisioning import slurm
-from provisioning.core import STDIN, Command, ProvisionError, SkipStep, plan, write_file
+from provisioning.core import STDIN, Command, ProvisionError, SkipStep, write_file
 from provisioning.hosts import Host, parse_host
+from provisioning.runner import plan
 from tests.provisioning.conftest import FakeConnection, output
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from provisioning import system
-from provisioning.core import ProvisionError, plan
+from provisioning.core import ProvisionError
 from provisioning.hosts import Host
+from provisioning.runner import plan
 
 LAB = Host("lab")
 

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from provisioning import code
-from provisioning.core import run_host
 from provisioning.hosts import Host, connect
+from provisioning.runner import run_host
 
 pytestmark = pytest.mark.ssh
 

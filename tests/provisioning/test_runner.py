@@ -1,4 +1,4 @@
-"""The Command record, the step runner and the reports."""
+"""The step runner and its reports, and the Command record it applies."""
 
 from __future__ import annotations
 
@@ -8,19 +8,9 @@ from collections.abc import Generator
 
 import pytest
 
-from provisioning.core import (
-    Command,
-    Outcome,
-    ProvisionError,
-    SkipStep,
-    plan,
-    report_json,
-    report_table,
-    run_host,
-    run_hosts,
-    write_file,
-)
+from provisioning.core import Command, ProvisionError, SkipStep, write_file
 from provisioning.hosts import Host
+from provisioning.runner import Outcome, plan, report_json, report_table, run_host, run_hosts
 
 HOST = Host("lab")
 
