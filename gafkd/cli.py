@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -163,67 +163,97 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    if args.command == "configs":
-        for name, path in builtin_configs().items():
-            print(f"{name}\t{path}")
-    elif args.command == "grids":
-        from gafkd.grid import load_grid, shipped_grids
-
-        for name in shipped_grids():
-            print(f"{name}\t{load_grid(name).description}")
-    elif args.command == "train":
-        from gafkd.run import train_run  # torch is imported only when needed
-
-        train_run(load_config(resolve_config_path(args.config), args.overrides))
-    elif args.command == "launch":
-        from gafkd.launch import launch
-
-        launch(
-            args.grid,
-            args.overrides,
-            args.root,
-            dry=args.dry,
-            foreground=args.foreground,
-            resume=args.resume,
-            per_gpu=args.per_gpu,
-            gpus=args.gpus,
-            retries=args.retries,
-            backend=args.backend,
-            queue=args.queue,
-            on_reboot=args.on_reboot,
-            rerun_changed=args.rerun_changed,
-        )
-    elif args.command == "status":
-        show_status(args.root, args.grid, as_json=args.json, watch=args.watch, frame=args.frame)
-    elif args.command == "results":
-        from gafkd.launch import print_results
-        from gafkd.results import LAB_REFERENCE
-
-        reference = LAB_REFERENCE if args.reference == "lab" else args.reference
-        print_results(args.root, args.grid, reference)
-    elif args.command == "cancel":
-        from gafkd.control import cancel
-
-        cancel(args.root, args.grid, args.run)
-    elif args.command == "logs":
-        from gafkd.control import show_log
-
-        show_log(args.root, args.run, args.grid, follow=args.follow)
-    elif args.command == "batch-run":
-        from gafkd.batch import run_batch
-        from gafkd.launch import choose_slots
-
-        slots, _ = choose_slots(args.per_gpu, args.gpus)
-        states = run_batch(
-            args.root,
-            args.grid,
-            slots,
-            retries=args.retries,
-            queue=args.queue,
-            lock_fd=args.lock_fd,
-        )
-        if not any(state.status in ("queued", "running") for state in states.values()):
-            from gafkd import reboot
-
-            reboot.remove(args.root, args.grid)  # the batch ended: nothing to resume at boot
+    """Run the parsed command: one function per command (`COMMANDS`), each importing what it
+    needs, so that ``status`` and ``launch`` stay torch-free."""
+    COMMANDS[args.command](args)
     return 0
+
+
+def _configs(args: argparse.Namespace) -> None:
+    for name, path in builtin_configs().items():
+        print(f"{name}\t{path}")
+
+
+def _grids(args: argparse.Namespace) -> None:
+    from gafkd.grid import load_grid, shipped_grids
+
+    for name in shipped_grids():
+        print(f"{name}\t{load_grid(name).description}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from gafkd.run import train_run  # torch is imported only when needed
+
+    train_run(load_config(resolve_config_path(args.config), args.overrides))
+
+
+def _launch(args: argparse.Namespace) -> None:
+    from gafkd.launch import launch
+
+    launch(
+        args.grid,
+        args.overrides,
+        args.root,
+        dry=args.dry,
+        foreground=args.foreground,
+        resume=args.resume,
+        per_gpu=args.per_gpu,
+        gpus=args.gpus,
+        retries=args.retries,
+        backend=args.backend,
+        queue=args.queue,
+        on_reboot=args.on_reboot,
+        rerun_changed=args.rerun_changed,
+    )
+
+
+def _status(args: argparse.Namespace) -> None:
+    show_status(args.root, args.grid, as_json=args.json, watch=args.watch, frame=args.frame)
+
+
+def _results(args: argparse.Namespace) -> None:
+    from gafkd.launch import print_results
+    from gafkd.results import LAB_REFERENCE
+
+    reference = LAB_REFERENCE if args.reference == "lab" else args.reference
+    print_results(args.root, args.grid, reference)
+
+
+def _cancel(args: argparse.Namespace) -> None:
+    from gafkd.control import cancel
+
+    cancel(args.root, args.grid, args.run)
+
+
+def _logs(args: argparse.Namespace) -> None:
+    from gafkd.control import show_log
+
+    show_log(args.root, args.run, args.grid, follow=args.follow)
+
+
+def _batch_run(args: argparse.Namespace) -> None:
+    """The detached runner ``launch`` starts; when the batch ends, its @reboot line goes."""
+    from gafkd.batch import run_batch
+    from gafkd.launch import choose_slots
+
+    slots, _ = choose_slots(args.per_gpu, args.gpus)
+    states = run_batch(
+        args.root, args.grid, slots, retries=args.retries, queue=args.queue, lock_fd=args.lock_fd
+    )
+    if not any(state.status in ("queued", "running") for state in states.values()):
+        from gafkd import reboot
+
+        reboot.remove(args.root, args.grid)  # the batch ended: nothing to resume at boot
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "configs": _configs,
+    "grids": _grids,
+    "train": _train,
+    "launch": _launch,
+    "status": _status,
+    "results": _results,
+    "cancel": _cancel,
+    "logs": _logs,
+    "batch-run": _batch_run,
+}

@@ -54,3 +54,14 @@ def test_readme_quick_start_has_exactly_two_commands() -> None:
     assert len(commands) == 2
     assert "launch --grid kd_alpha" in commands[0]
     assert "pytest" in commands[1]
+
+
+def test_every_cli_command_has_one_function_in_the_dispatch_table() -> None:
+    import argparse
+
+    from gafkd import cli
+
+    subparsers = next(
+        action for action in cli.parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    assert set(subparsers.choices) == set(cli.COMMANDS)
