@@ -16,7 +16,7 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
 
-from provisioning import code, conda, envs, gpu, hostqueue, power, system
+from provisioning import code, conda, envs, folders, gpu, power, system
 from provisioning.core import ProvisionError
 from provisioning.hosts import connect, select_hosts
 from provisioning.runner import DRY_NOTE, Outcome, Step, report_json, report_table, run_hosts
@@ -27,8 +27,8 @@ STEPS: dict[str, Step] = {  # in this order
     "system": system.check_os,
     "gpu": gpu.check_compat,
     "group": conda.ensure_group,
-    "queue": hostqueue.ensure_queue,
-    "lab-folders": hostqueue.ensure_lab_folders,
+    "queue": folders.ensure_queue,
+    "lab-folders": folders.ensure_lab_folders,
     "conda": conda.ensure_conda,
     "condarc": conda.ensure_condarc,
     "envs": envs.ensure_envs,

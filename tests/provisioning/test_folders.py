@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from provisioning.core import Command, ProvisionError, SkipStep
-from provisioning.hostqueue import ensure_queue
+from provisioning.folders import ensure_queue
 from provisioning.hosts import Host, parse_host
 from provisioning.runner import plan
 from tests.provisioning.conftest import FakeConnection
@@ -87,7 +87,7 @@ def folder_stat(user: str) -> str:
 
 
 def test_each_listed_user_gets_their_own_lab_folder(fake: Callable[..., FakeConnection]) -> None:
-    from provisioning.hostqueue import ensure_lab_folders
+    from provisioning.folders import ensure_lab_folders
 
     host = parse_host("lab", {"users": ["alice", "bob", "carol"]})
     replies = {
@@ -109,7 +109,7 @@ def test_each_listed_user_gets_their_own_lab_folder(fake: Callable[..., FakeConn
 def test_without_listed_users_there_are_no_lab_folders_to_make(
     fake: Callable[..., FakeConnection],
 ) -> None:
-    from provisioning.hostqueue import ensure_lab_folders
+    from provisioning.folders import ensure_lab_folders
 
     with pytest.raises(SkipStep, match="no users are listed"):
         plan(ensure_lab_folders, fake(replies={}), Host("lab"))

@@ -1,6 +1,8 @@
-"""The host-wide run queue: the folder where every lab member's batch runner takes its GPU slots.
+"""The lab's shared folders on a host: the run queue (``queue`` step) and each member's lab
+folder (``lab-folders`` step).
 
-gafkd's runners keep their per-GPU limit across users by locking one file per slot in this
+The run queue is the folder where every lab member's batch runner takes its GPU slots. gafkd's
+runners keep their per-GPU limit across users by locking one file per slot in this
 folder (gafkd/hostqueue.py), so it belongs to the lab group and to no one else: owned by root
 and the group, mode 3770: setgid, so the files in it belong to the group too, and sticky, so a
 member can remove or replace only their own files there, never another member's slot. A folder
