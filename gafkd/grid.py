@@ -316,5 +316,5 @@ def _slug(axes: Mapping[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9.+=_-]", "-", "_".join(parts)) or "default"
 
 
-_NOT_GRIDS = {"datasets", "reference_lab"}
+_NOT_GRIDS = {"datasets"}
 _SHORT = {"student.name": "model"}

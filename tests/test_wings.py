@@ -1,4 +1,4 @@
-"""The wings: gafkd's imaging and GPU layers are packages that name their public API."""
+"""The wings: gafkd's imaging, GPU and results layers are packages that name their public API."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ import importlib
 import importlib.util
 import subprocess
 import sys
+from pathlib import Path
 from types import FunctionType
 
 import pytest
 
-WINGS = ("gafkd.imaging", "gafkd.gpu")
-MOVED = ("gafkd.series", "gafkd.mtf", "gafkd.nvml", "gafkd.health")
+WINGS = ("gafkd.imaging", "gafkd.gpu", "gafkd.results")
+MOVED = (
+    "gafkd.series",
+    "gafkd.mtf",
+    "gafkd.nvml",
+    "gafkd.health",
+    "gafkd.accuracy",
+    "gafkd.reference",
+    "gafkd.figure",
+)
 
 
 def test_the_science_api_stays_importable_as_the_first_issue_named_it() -> None:
@@ -40,3 +49,20 @@ def test_the_gpu_wing_imports_without_torch() -> None:
     code = "import sys, gafkd.gpu, gafkd.gpu.nvml, gafkd.gpu.health\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_results_wing_imports_without_torch_or_matplotlib() -> None:
+    """`gafkd results` and `invoke results` import it; matplotlib waits until `plot` draws."""
+    code = "import sys, gafkd.results\nprint('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_the_lab_reference_ships_in_the_results_wing() -> None:
+    import gafkd.results
+    from gafkd.grid import shipped_grids
+    from gafkd.results import LAB_REFERENCE
+
+    assert LAB_REFERENCE.is_file()
+    assert LAB_REFERENCE.parent == Path(gafkd.results.__file__).parent
+    assert "reference_lab" not in shipped_grids()

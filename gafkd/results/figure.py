@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gafkd.accuracy import AXIS_LABELS, GroupRow, axis_names, axis_text, stage_names
-from gafkd.reference import Reference, ReferenceRow, header, match_reference
+from gafkd.results.reference import Reference, ReferenceRow, header, match_reference
+from gafkd.results.rows import AXIS_LABELS, GroupRow, axis_names, axis_text, stage_names
 
 
 def plot(groups: Sequence[GroupRow], path: Path, reference: Reference | None = None) -> Path:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gafkd.accuracy import DESCRIPTIONS, REPORTS, STD_NOTE, AxisValue, GroupRow, axis_text
 from gafkd.config import ConfigError, read_toml
+from gafkd.results.rows import DESCRIPTIONS, REPORTS, STD_NOTE, AxisValue, GroupRow, axis_text
 
-LAB_REFERENCE = Path(__file__).parent / "grids" / "reference_lab.toml"
+LAB_REFERENCE = Path(__file__).parent / "reference_lab.toml"
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,9 @@
 results.png. The std over seeds is the population std (ddof=0), as in the lab's notes, whose
 every recorded mean and std checks out that way.
 
-The rows and metric names live in `gafkd.accuracy`, reference files (`load_reference`,
-`match_reference`, `LAB_REFERENCE`) in `gafkd.reference` and the figure (`plot`) in
-`gafkd.figure`; they are re-exported here, so ``gafkd.results`` stays the one entry point.
+The rows and metric names live in `gafkd.results.rows`, reference files (`load_reference`,
+`match_reference`, `LAB_REFERENCE`) in `gafkd.results.reference` and the figure (`plot`) in
+`gafkd.results.figure`; the package `gafkd.results` names them all, the one entry point.
 """
 
 from __future__ import annotations
@@ -22,57 +22,21 @@ from typing import Any
 import numpy as np
 
 from gafkd import rundir
-from gafkd.accuracy import (
+from gafkd.batch import read_plan_file, read_state_file
+from gafkd.config import ConfigError, dotted
+from gafkd.results.figure import plot
+from gafkd.results.reference import Reference, header, load_reference, match_reference
+from gafkd.results.rows import (
     AXIS_LABELS,
-    DESCRIPTIONS,
     METRICS,
-    REPORTS,
-    STD_NOTE,
     AxisValue,
     GroupRow,
     Metric,
     RunRow,
-    Status,
     axis_names,
     axis_text,
     stage_names,
 )
-from gafkd.batch import read_plan_file, read_state_file
-from gafkd.config import ConfigError, dotted
-from gafkd.figure import plot
-from gafkd.reference import (
-    LAB_REFERENCE,
-    Reference,
-    ReferenceRow,
-    header,
-    load_reference,
-    match_reference,
-)
-
-__all__ = [
-    "DESCRIPTIONS",
-    "LAB_REFERENCE",
-    "METRICS",
-    "REPORTS",
-    "STD_NOTE",
-    "AxisValue",
-    "GroupRow",
-    "Metric",
-    "Reference",
-    "ReferenceRow",
-    "RunRow",
-    "Status",
-    "aggregate",
-    "collect",
-    "header",
-    "load_reference",
-    "markdown",
-    "match_reference",
-    "plot",
-    "to_csv",
-    "write_all",
-]
-
 
 # -- reading the runs ----------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """Accuracies of a grid: the metric names, one row per run, one per config, and what they mean.
 
-The shared vocabulary of `gafkd.results` (collect, aggregate, tables), `gafkd.reference`
-(earlier numbers beside ours) and `gafkd.figure` (the plot); it imports none of them, so they
-can all import it. `DESCRIPTIONS` and `STD_NOTE` say which accuracy the numbers are and the
-std convention (`gafkd.reference.header` writes them out).
+The shared vocabulary of the results wing: `tables` (collect, aggregate, tables), `reference`
+(earlier numbers beside ours) and `figure` (the plot); it imports none of them, so they can all
+import it. `DESCRIPTIONS` and `STD_NOTE` say which accuracy the numbers are and the std
+convention (`reference.header` writes them out).
 """
 
 from __future__ import annotations
