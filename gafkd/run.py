@@ -18,7 +18,7 @@ from torch import nn
 
 from gafkd import data, imaging, memory, models, rundir, train
 from gafkd.config import HOW_KEYS, ConfigError, RunConfig, load_config, to_dict
-from gafkd.split import Split, split_by_subject, standardize
+from gafkd.data import Split, split_by_subject, standardize
 from gafkd.train import SplitTensors, TrainingData, fit, images_of
 
 

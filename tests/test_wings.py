@@ -1,4 +1,4 @@
-"""The wings: gafkd's imaging, GPU and results layers are packages that name their public API."""
+"""The wings: gafkd's imaging, data, GPU and results layers are packages that name their API."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from types import FunctionType
 
 import pytest
 
-WINGS = ("gafkd.imaging", "gafkd.gpu", "gafkd.results")
+WINGS = ("gafkd.imaging", "gafkd.data", "gafkd.gpu", "gafkd.results")
 MOVED = (
     "gafkd.series",
     "gafkd.mtf",
@@ -20,6 +20,9 @@ MOVED = (
     "gafkd.accuracy",
     "gafkd.reference",
     "gafkd.figure",
+    "gafkd.geneactiv",
+    "gafkd.signalset",
+    "gafkd.split",
 )
 
 
@@ -28,6 +31,11 @@ def test_the_science_api_stays_importable_as_the_first_issue_named_it() -> None:
 
     for function in (gasf, gadf, mtf, paa, encode):
         assert isinstance(function, FunctionType), function  # not a submodule of that name
+    from gafkd.data import SignalSet, load_dataset, load_geneactiv
+
+    assert isinstance(load_geneactiv, FunctionType)
+    assert isinstance(load_dataset, FunctionType)
+    assert isinstance(SignalSet, type)
 
 
 @pytest.mark.parametrize("name", WINGS)
@@ -42,6 +50,13 @@ def test_each_wing_is_a_package_whose_init_names_its_public_api(name: str) -> No
 @pytest.mark.parametrize("name", MOVED)
 def test_the_flat_modules_the_wings_replaced_are_gone(name: str) -> None:
     assert importlib.util.find_spec(name) is None
+
+
+def test_the_data_wing_imports_without_scipy_or_torch() -> None:
+    """scipy is imported by the GENEActiv source only, when `load_geneactiv` is called."""
+    code = "import sys, gafkd.data\nprint(sorted({'scipy', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_gpu_wing_imports_without_torch() -> None:

@@ -1,7 +1,8 @@
 """The dataset type: labelled windows of a multichannel signal, checked when made.
 
-Every source (:mod:`gafkd.data`, :mod:`gafkd.geneactiv`) returns a :class:`SignalSet`, and the
-subject splits (:mod:`gafkd.split`) cut one; it imports none of them, so they can all import it.
+Every source (:mod:`gafkd.data.sources`, :mod:`gafkd.data.geneactiv`) returns a :class:`SignalSet`,
+and the subject splits (:mod:`gafkd.data.split`) cut one; it imports none of them, so they can all
+import it.
 """
 
 from __future__ import annotations

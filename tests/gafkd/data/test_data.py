@@ -17,15 +17,17 @@ import scipy.io
 from gafkd.config import ConfigError
 from gafkd.data import (
     SignalSet,
+    Split,
     load_basic_motions,
     load_dataset,
+    load_geneactiv,
     load_npz,
     load_watch,
     save_npz,
     sliding_windows,
+    split_by_subject,
+    standardize,
 )
-from gafkd.geneactiv import load_geneactiv
-from gafkd.split import Split, split_by_subject, standardize
 
 WINDOW = 8
 

