@@ -416,7 +416,9 @@ def config_changes(root: Path, run: Mapping[str, Any]) -> list[str]:
         return [f"{rundir.CONFIG}: not valid TOML"]
     with contextlib.suppress(ConfigError):  # one of an older gafkd: compare what it holds
         table = to_dict(from_dict(table))  # defaults written out, as in the plan
-    saved, planned = _comparable(root, table), _comparable(root, run["config"])
+    moved_from = _root_of(table.get("out_dir"), run["run_dir"])
+    saved = _comparable(root, table, moved_from)
+    planned = _comparable(root, run["config"])
     keys = dict.fromkeys([*planned, *saved])
     return [
         f"{key}: {_shown(saved, key)} -> {_shown(planned, key)}"
@@ -425,15 +427,35 @@ def config_changes(root: Path, run: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _comparable(root: Path, config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config as dotted keys, without where the run is, with paths resolved against `root`."""
+def _root_of(out_dir: Any, run_dir: str) -> Path | None:
+    """The root a run was made under, from the run folder its saved config names; None when
+    that folder does not end with the planned ``run_dir``."""
+    if not isinstance(out_dir, str) or not out_dir:
+        return None
+    tail, parts = Path(run_dir).parts, Path(out_dir).parts
+    return (
+        Path(*parts[: -len(tail)])
+        if len(parts) > len(tail) and parts[-len(tail) :] == tail
+        else None
+    )
+
+
+def _comparable(
+    root: Path, config: Mapping[str, Any], moved_from: Path | None = None
+) -> dict[str, Any]:
+    """A config as dotted keys, without where the run is, with paths resolved against `root`;
+    a path under `moved_from` (the root the run was made under, when the lab folder has moved
+    since) counts as the same path under `root`."""
     flat = {k: list(v) if isinstance(v, tuple) else v for k, v in dotted(config).items()}
     for key in (*WHERE_KEYS, *HOW_KEYS):
         flat.pop(key, None)
     for key, value in flat.items():
         is_path = key in PATH_KEYS or (key.startswith("teachers.") and key.endswith(".run"))
         if is_path and isinstance(value, str) and value:
-            flat[key] = str((root / value).resolve())
+            path = Path(value)
+            if moved_from is not None and path.is_absolute() and path.is_relative_to(moved_from):
+                path = root / path.relative_to(moved_from)
+            flat[key] = str((root / path).resolve())
     return flat
 
 

@@ -404,6 +404,30 @@ def test_a_run_is_done_only_with_its_planned_config(
     assert config_changes(root, row) == changes
 
 
+def test_runs_of_a_lab_folder_that_moved_are_still_done(
+    grid_file: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Saved configs name their teachers and run folders by absolute path; a lab folder copied
+    or renamed keeps its runs (a student's teachers moved with it)."""
+    import shutil
+
+    from gafkd.batch import config_changes
+
+    grid = str(grid_file(epochs=1))
+    for run in plan_grid(grid, ["seed=0"], tmp_path / "lab"):
+        finished(tmp_path / "lab", asdict(run) | {"needs": list(run.needs)})
+    shutil.copytree(tmp_path / "lab", tmp_path / "moved")
+    rows = [
+        asdict(r) | {"needs": list(r.needs)}
+        for r in plan_grid(grid, ["seed=0"], tmp_path / "moved")
+    ]
+    assert any(row["config"]["teachers"] for row in rows)  # a student is among them
+    assert [config_changes(tmp_path / "moved", row) for row in rows] == [[]] * len(rows)
+    longer = plan_grid(grid, ["seed=0", "train.epochs=2"], tmp_path / "moved")[0]
+    row = asdict(longer) | {"needs": list(longer.needs)}
+    assert config_changes(tmp_path / "moved", row) == ["train.epochs: 1 -> 2"]
+
+
 def test_the_runner_does_not_count_a_result_of_another_config_as_done(
     grid_file: Callable[..., Path], tmp_path: Path
 ) -> None:
