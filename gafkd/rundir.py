@@ -94,14 +94,25 @@ def exclusive(path: Path, busy: str, fd: int | None = None) -> Iterator[int]:
         try:  # a descriptor inherited from the process holding the lock shares its lock
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            raise ConfigError(busy.format(holder=handle.read().strip() or "unknown")) from None
+            raise ConfigError(busy.format(holder=_holder(handle))) from None
         handle.seek(0)
         handle.truncate()
         started = timestamp()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
         handle.flush()
         yield handle.fileno()
+
+
+def _holder(handle: IO[str], wait: float = 2.0) -> str:
+    """The holder line of a lock file that another process holds; it writes that line just after
+    it locks (or takes the lock over), so an empty file is read again for up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        handle.seek(0)
+        text = handle.read().strip()
+        if text or time.monotonic() > deadline:
+            return text or "unknown"
+        time.sleep(0.05)
 
 
 def is_held(path: Path) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,3 +48,37 @@ def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path: Pa
         killed_mid_write()
     assert path.read_text() == '{\n  "old": true\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+
+
+def test_a_busy_lock_names_its_holder_even_before_the_holder_has_written_it(
+    tmp_path: Path,
+) -> None:
+    """The holder writes its line just after it locks: a launch that loses the race in between
+    still names it (it waits briefly for the line) instead of saying "unknown"."""
+    import fcntl
+    import threading
+
+    import pytest
+
+    from gafkd.config import ConfigError
+
+    path = tmp_path / "lock"
+    holder = path.open("a+")
+    fcntl.flock(holder, fcntl.LOCK_EX)  # held, and still empty
+
+    def write_later() -> None:
+        time.sleep(0.3)
+        holder.write("pid 42 on lab since now\n")
+        holder.flush()
+
+    writer = threading.Thread(target=write_later)
+    writer.start()
+    try:
+        with (
+            pytest.raises(ConfigError, match=r"busy: pid 42 on lab since now"),
+            rundir.exclusive(path, "busy: {holder}"),
+        ):
+            pass
+    finally:
+        writer.join()
+        holder.close()
