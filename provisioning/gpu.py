@@ -13,6 +13,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from provisioning import nvml_probe
 from provisioning.core import Command, Connection, ProvisionError, SkipStep, read_result
@@ -51,6 +52,19 @@ TORCH_STABLE_CUDA: dict[tuple[int, int], tuple[tuple[int, int], ...]] = {
     (2, 10): ((12, 6), (12, 8)), (2, 11): ((12, 6), (12, 8), (13, 0)),
     (2, 12): ((12, 6), (13, 0)), (2, 13): ((12, 6), (13, 0)), (2, 14): ((12, 6), (13, 0), (13, 2)),
 }  # fmt: skip
+# Native kernels (SASS) of each stable CUDA variant, by torch minor: PyTorch RELEASE.md, "PyTorch
+# CUDA Support Matrix" for releases 2.12-2.14, Linux x86 (reference/gpu-stack.md §3.1): 12.6.3 ->
+# 5.0, 6.0, 7.0, 7.5, 8.0, 8.6, 9.0; 13.0.2 and 13.2.1 -> 7.5, 8.0, 8.6, 9.0, 10.0, 12.0 (+PTX).
+# Other releases' lists are not in the reference, so their wheels are never chosen under
+# minor-version compatibility. A cubin for X.y runs on every GPU X.z with z >= y (CUDA
+# Programming Guide, "Binary Compatibility"), so 8.6 kernels serve an 8.9 card natively.
+CU126_SASS = ((5, 0), (6, 0), (7, 0), (7, 5), (8, 0), (8, 6), (9, 0))
+CU13_SASS = ((7, 5), (8, 0), (8, 6), (9, 0), (10, 0), (12, 0))
+WHEEL_SASS: dict[tuple[int, int], dict[tuple[int, int], tuple[tuple[int, int], ...]]] = {
+    (2, 12): {(12, 6): CU126_SASS, (13, 0): CU13_SASS},
+    (2, 13): {(12, 6): CU126_SASS, (13, 0): CU13_SASS},
+    (2, 14): {(12, 6): CU126_SASS, (13, 0): CU13_SASS, (13, 2): CU13_SASS},
+}
 TORCH_INDEX = "https://download.pytorch.org/whl"  # + "/cu126": the PyTorch CUDA wheel index
 PYPI = "pypi"  # the wheel variant "plain PyPI, no index": the torch pin as the env file has it
 ENVS_DIR = Path(__file__).resolve().parent.parent / "envs"
@@ -110,6 +124,14 @@ class WheelChoice:
     variant: str  # "cu126" (from TORCH_INDEX/cu126), or PYPI: plain PyPI, as pinned
     cuda: tuple[int, int] | None  # the wheel's CUDA version; None: not known here
     why: str  # e.g. "driver 560.35.03 is below cu130's 580.65.06"
+
+
+@dataclass(frozen=True)
+class WheelFit:
+    """How a torch wheel of one CUDA variant runs on a host (:func:`wheel_fit`)."""
+
+    mode: Literal["strict", "minor-compat", "unproven", "no"]
+    why: str  # e.g. "driver 535.104.05 is below cu126's 560.28.03 but meets CUDA 12's floor ..."
 
 
 @dataclass(frozen=True)
@@ -242,13 +264,80 @@ def wheel_covers(cuda: tuple[int, int], capability: tuple[int, int] | None) -> b
     return cuda > (12, 6) or capability[0] <= 9
 
 
+def capability_text(capability: tuple[int, int] | None) -> str:
+    """(8, 6) -> '8.6'; None -> 'unknown'."""
+    return ".".join(map(str, capability)) if capability else "unknown"
+
+
+def native_kernels(
+    version: str, cuda: tuple[int, int], capability: tuple[int, int] | None
+) -> bool | None:
+    """Whether torch ``version``'s wheel for ``cuda`` has SASS for a GPU; None: not known here.
+
+    >>> native_kernels("2.13.0", (12, 6), (8, 9))  # the 8.6 kernels run on an 8.9 card
+    True
+    >>> native_kernels("2.13.0", (13, 0), (6, 1)), native_kernels("2.9.0", (12, 8), (8, 6))
+    (False, None)
+    """
+    kernels = WHEEL_SASS.get(torch_minor(version), {}).get(cuda)
+    if kernels is None or capability is None:
+        return None
+    return any(major == capability[0] and minor <= capability[1] for major, minor in kernels)
+
+
+def wheel_fit(version: str, cuda: tuple[int, int], probe: Probe) -> WheelFit:
+    """How torch ``version``'s wheel for ``cuda`` runs on the host's driver and GPUs.
+
+    strict: the driver meets the Table 3 minimum of the wheel's CUDA minor (§1.2). minor-compat:
+    below it but at or above the CUDA major's floor (§1.3), and the wheel has native kernels for
+    every GPU, so nothing needs PTX JIT, which minor-version compatibility lacks. unproven: the
+    same, but the wheel's kernel list is not in WHEEL_SASS. no: no kernels for a GPU, a driver
+    below the floor, or a GPU that would need JIT. choose_wheel picks strict and minor-compat;
+    doctor (:func:`explain_wheel`) accepts those and unproven, with a caveat.
+    """
+    label, driver = cuda_label(cuda), parse_driver_version(probe.driver)
+    old = [f"{g.name} ({capability_text(g.compute_capability)})" for g in probe.gpus
+           if not wheel_covers(cuda, g.compute_capability)]  # fmt: skip
+    if old:
+        return WheelFit("no", f"{label} has no kernels for {', '.join(sorted(set(old)))}")
+    safe, floor = TOOLKIT_MIN_DRIVER.get(cuda), MINOR_COMPAT_MIN_DRIVER.get(cuda[0])
+    if driver >= parse_driver_version(safe) if safe else cuda <= probe.cuda_driver:
+        return WheelFit("strict", f"driver {probe.driver} meets {label}'s {safe or 'CUDA'}")
+    below = f"driver {probe.driver} is below {label}'s {safe or 'minimum'}"
+    if floor is None or driver < parse_driver_version(floor):
+        extra = f" and CUDA {cuda[0]}'s floor {floor}" if floor and floor != safe else ""
+        return WheelFit("no", below + extra)
+    if cuda not in WHEEL_SASS.get(torch_minor(version), {}):
+        return WheelFit(
+            "unproven",
+            f"{below} (torch {'.'.join(map(str, torch_minor(version)))}'s {label} kernel list "
+            "is not known here, so minor-version compatibility is not assumed)",
+        )
+    jit = [f"{g.name} ({capability_text(g.compute_capability)})" for g in probe.gpus
+           if not native_kernels(version, cuda, g.compute_capability)]  # fmt: skip
+    if jit:
+        return WheelFit(
+            "no",
+            f"{below}; under minor-version compatibility (>= {floor}) {', '.join(sorted(set(jit)))} "
+            f"would need PTX JIT, which it lacks",
+        )
+    capabilities = sorted({g.compute_capability for g in probe.gpus if g.compute_capability})
+    return WheelFit(
+        "minor-compat",
+        f"{below} but meets CUDA {cuda[0]}'s floor {floor}, and {label} has native kernels for "
+        f"every GPU ({', '.join(map(capability_text, capabilities)) or 'none here'})",
+    )
+
+
 def choose_wheel(version: str, probe: Probe | None) -> WheelChoice:
     """The torch wheel variant for a host: the newest stable one its driver and GPUs run.
 
-    A variant fits when the driver meets the Table 3 minimum of the wheel's CUDA minor (the
-    conservative target of §3.2, e.g. cu126 -> 560.28.03) and its architectures cover every GPU.
-    PYPI when plain PyPI's wheel is that variant, or when the host has no NVIDIA driver (then any
-    wheel will do: torch runs on the CPU). ProvisionError, naming the driver needed, when none fits.
+    A variant runs strictly when the driver meets the Table 3 minimum of the wheel's CUDA minor
+    (e.g. cu126 -> 560.28.03), else under CUDA minor-version compatibility when the driver meets
+    the CUDA major's floor (12.x: 525.60.13) and the wheel has native kernels for every GPU
+    (:func:`wheel_fit`); the why says which. PYPI when plain PyPI's wheel is that variant, or when
+    the host has no NVIDIA driver (then any wheel will do: torch runs on the CPU).
+    ProvisionError, naming the driver needed, when none runs.
     """
     default = pypi_cuda(version)
     if probe is None:
@@ -257,21 +346,31 @@ def choose_wheel(version: str, probe: Probe | None) -> WheelChoice:
     if not stable:
         why = f"torch {version}'s CUDA variants are not in this check's table: plain PyPI as pinned"
         return WheelChoice(PYPI, default, why)
-    driver, misfits = parse_driver_version(probe.driver), []
+    misfits: list[str] = []
     for cuda in sorted(stable, reverse=True):
-        label, floor = cuda_label(cuda), TOOLKIT_MIN_DRIVER[cuda]
-        old = [f"{g.name} ({'.'.join(map(str, g.compute_capability or ()))})" for g in probe.gpus
-               if not wheel_covers(cuda, g.compute_capability)]  # fmt: skip
-        if old:
-            misfits.append(f"{label} has no kernels for {', '.join(sorted(set(old)))}")
-        elif driver < parse_driver_version(floor):
-            misfits.append(f"driver {probe.driver} is below {label}'s {floor}")
+        label, fit = cuda_label(cuda), wheel_fit(version, cuda, probe)
+        variant = PYPI if cuda == default else label
+        if fit.mode == "minor-compat":
+            how = f"{label} under CUDA minor-version compatibility: {fit.why}"
+            return WheelChoice(variant, cuda, "; ".join([*misfits, how]))
+        if fit.mode != "strict":
+            misfits.append(fit.why)
         elif cuda == default:
             return WheelChoice(PYPI, cuda, f"plain PyPI's {label} suits driver {probe.driver}")
         else:
             why = "; ".join(misfits) or f"plain PyPI's variant of torch {version} is not known here"
             return WheelChoice(label, cuda, why)
     raise ProvisionError(no_wheel(version, probe, stable, misfits))
+
+
+def needed_driver(version: str, cuda: tuple[int, int], probe: Probe) -> tuple[str, bool]:
+    """The lowest driver on which the ``cuda`` wheel runs these GPUs; True: under minor compat."""
+    floor = MINOR_COMPAT_MIN_DRIVER.get(cuda[0])
+    if floor and probe.gpus and all(
+        native_kernels(version, cuda, g.compute_capability) for g in probe.gpus
+    ):
+        return floor, floor != TOOLKIT_MIN_DRIVER[cuda]
+    return TOOLKIT_MIN_DRIVER[cuda], False
 
 
 def no_wheel(
@@ -285,17 +384,19 @@ def no_wheel(
     usable = [c for c in stable if all(wheel_covers(c, g.compute_capability) for g in probe.gpus)]
     if not usable:
         return f"{text} Pin an older torch in envs/ whose wheels still cover these GPUs."
-    lowest = min(usable, key=lambda cuda: parse_driver_version(TOOLKIT_MIN_DRIVER[cuda]))
+    lowest = min(usable, key=lambda c: parse_driver_version(needed_driver(version, c, probe)[0]))
+    driver, compat = needed_driver(version, lowest, probe)
+    how = f", under minor-version compatibility; {TOOLKIT_MIN_DRIVER[lowest]} strictly" * compat
     text += (
-        f" It needs driver >= {TOOLKIT_MIN_DRIVER[lowest]} ({cuda_label(lowest)}): upgrade the "
-        "driver by hand (docs/provisioning.md, 'Driver changes', has the risks), or pin an older "
-        "torch in envs/."
+        f" It needs driver >= {driver} ({cuda_label(lowest)}{how}): upgrade the driver by hand "
+        "(docs/provisioning.md, 'Driver changes', has the risks), or pin an older torch in envs/."
     )
-    compat = MINOR_COMPAT_MIN_DRIVER.get(lowest[0], "")
-    if compat and parse_driver_version(probe.driver) >= parse_driver_version(compat):
+    floor = MINOR_COMPAT_MIN_DRIVER.get(lowest[0], "")
+    unknown = lowest not in WHEEL_SASS.get(torch_minor(version), {})
+    if unknown and floor and parse_driver_version(probe.driver) >= parse_driver_version(floor):
         text += (
             f" {cuda_label(lowest)} would start on this driver under minor-version compatibility "
-            f"(>= {compat}; JIT of newer PTX can fail): to accept that, pin torch=={version}+"
+            f"(>= {floor}; JIT of newer PTX can fail): to accept that, pin torch=={version}+"
             f"{cuda_label(lowest)} with `--extra-index-url {TORCH_INDEX}/{cuda_label(lowest)}` "
             "in the env file."
         )
@@ -386,8 +487,9 @@ def read_env_pins(envs_dir: Path) -> dict[str, TorchPin]:
 # --- check_* -----------------------------------------------------------------------------------
 
 
-def explain_wheel(probe: Probe, label: str, cuda: tuple[int, int]) -> str:
-    """One sentence on whether the driver runs a torch wheel built for ``cuda``; or raise."""
+def explain_wheel(probe: Probe, label: str, cuda: tuple[int, int], version: str) -> str:
+    """One sentence on whether the driver runs torch ``version``'s wheel built for ``cuda``; or
+    raise. It agrees with :func:`choose_wheel`: both judge by :func:`wheel_fit`."""
     driver, wanted = parse_driver_version(probe.driver), f"{cuda[0]}.{cuda[1]}"
     supported = f"{probe.cuda_driver[0]}.{probe.cuda_driver[1]}"
     floor = MINOR_COMPAT_MIN_DRIVER.get(cuda[0])
@@ -412,12 +514,24 @@ def explain_wheel(probe: Probe, label: str, cuda: tuple[int, int]) -> str:
             f"{CUDA13_MIN_CAPABILITY[0]}.{CUDA13_MIN_CAPABILITY[1]}, but the host has {old}; "
             "pin a CUDA 12 wheel (cu126) in envs/"
         )
-    if cuda > probe.cuda_driver:
-        safe = TOOLKIT_MIN_DRIVER.get(cuda, "a newer one")
+    fit, safe = wheel_fit(version, cuda, probe), TOOLKIT_MIN_DRIVER.get(cuda, "a newer one")
+    if fit.mode == "no":
+        raise ProvisionError(
+            f"{label} cannot run here: {fit.why}. Let the envs step pick the variant (no index "
+            f"of its own in the env file, then `invoke provision --only envs`), or upgrade the "
+            f"driver to >= {safe} by hand; {DRIVER_RISKS}"
+        )
+    if fit.mode == "minor-compat":
         return (
             f"{label} bundles CUDA {wanted}, newer than the driver's {supported}: it runs under "
-            f"minor-version compatibility (prebuilt kernels work, JIT of newer PTX can fail); "
-            f"driver >= {safe} is the safe target."
+            f"minor-version compatibility, with native kernels for every GPU, so no PTX JIT is "
+            f"needed; driver >= {safe} is the strict target."
+        )
+    if fit.mode == "unproven":
+        return (
+            f"{label} bundles CUDA {wanted}, newer than the driver's {supported}: it runs under "
+            f"minor-version compatibility (prebuilt kernels work, JIT of newer PTX can fail; its "
+            f"kernel list is not in this check's table); driver >= {safe} is the safe target."
         )
     return f"{label} bundles CUDA {wanted}, so only the driver matters, and it is new enough."
 
@@ -447,7 +561,7 @@ def explain(
             continue
         cudnn = f" and cuDNN {parse_cudnn_number(build.cudnn)}" if build.cudnn else ""
         label = f"torch {build.version} in {python}{cudnn}"
-        sentences.append(explain_wheel(probe, label, build.cuda))
+        sentences.append(explain_wheel(probe, label, build.cuda, build.version))
     for env, pin in pins.items():
         label = f"envs' {env} pin torch=={pin.version}"
         if not pin.own:  # the envs step installs the variant choose_wheel picks: judge that one
@@ -461,7 +575,7 @@ def explain(
         if pin.cuda is None:
             sentences.append(f"{label} has no CUDA variant known here.")
         else:
-            sentences.append(explain_wheel(probe, label, pin.cuda))
+            sentences.append(explain_wheel(probe, label, pin.cuda, pin.version))
     if toolkit or host_cudnn:
         found = [f"CUDA {toolkit[0]}.{toolkit[1]} toolkit" if toolkit else "", host_cudnn or ""]
         sentences.append(

@@ -785,7 +785,7 @@ def test_driver_470_stops_the_step_naming_the_minimum_driver_before_anything_cha
         plan(envs.ensure_envs, connection, LAB)
     message = str(error.value)
     assert message.startswith("gafkd.yml: torch 2.13.0 has stable wheels for cu126 and cu130 only")
-    assert "It needs driver >= 560.28.03 (cu126)" in message
+    assert "It needs driver >= 525.60.13 (cu126, under minor-version compatibility" in message
     assert SHARED_YML not in connection.files
 
 

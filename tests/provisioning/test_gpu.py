@@ -175,11 +175,13 @@ def test_choose_wheel_picks_the_newest_stable_variant_the_recorded_host_runs(
 @pytest.mark.parametrize(
     ("torch", "probe", "variant", "why"),
     [
-        ("2.14.0", gpus("585.05.10", (8, 6)), "cu130",
-         "driver 585.05.10 is below cu132's 595.45.04"),
+        ("2.14.0", gpus("585.05.10", (6, 1)), "cu126",
+         "cu132 has no kernels for GPU0 (6.1); cu130 has no kernels for GPU0 (6.1)"),
         ("2.14.0", gpus("595.45.04", (8, 6)), "pypi", "plain PyPI's cu132 suits driver 595.45.04"),
         ("2.9.1", gpus("570.26", (8, 9)), "pypi", "plain PyPI's cu128 suits driver 570.26"),
-        ("2.9.1", gpus("560.28.03", (8, 9)), "cu126", "driver 560.28.03 is below cu128's 570.26"),
+        ("2.9.1", gpus("560.28.03", (8, 9)), "cu126", "driver 560.28.03 is below cu128's 570.26 "
+         "(torch 2.9's cu128 kernel list is not known here, so minor-version compatibility is "
+         "not assumed)"),
         ("2.11.0", gpus("590.44.01", (8, 6)), "cu130",
          "plain PyPI's variant of torch 2.11.0 is not known here"),
         ("2.13.0", gpus("580.65.06", (12, 0), None), "pypi", "plain PyPI's cu130 suits driver "
@@ -194,27 +196,89 @@ def test_choose_wheel_follows_the_release_table(torch, probe, variant, why) -> N
     assert (choice.variant, choice.why) == (variant, why)
 
 
-def test_cu126_is_picked_only_from_its_table_3_minimum_not_the_minor_compat_floor() -> None:
-    assert gpu.choose_wheel("2.13.0", gpus("560.28.03", (8, 6))).variant == "cu126"
+MVC = "under CUDA minor-version compatibility"
+
+
+@pytest.mark.parametrize(
+    ("torch", "probe", "variant", "how"),
+    [  # the newest stable variant that runs: strictly, else under minor-version compatibility
+        ("2.13.0", gpus("535.104.05", (8, 0), (9, 0)), "cu126", MVC),  # Ubuntu 22.04's driver
+        ("2.13.0", gpus("525.60.13", (8, 6)), "cu126", MVC),  # exactly CUDA 12's floor
+        ("2.13.0", gpus("550.54.15", (8, 9)), "cu126", MVC),  # Ada: cu126's 8.6 kernels run
+        ("2.13.0", gpus("560.28.03", (8, 6)), "cu126", "below cu130's"),  # strictly
+        ("2.14.0", gpus("585.05.10", (8, 6)), "pypi", MVC),  # cu132 (PyPI's) under compat
+        ("2.14.0", gpus("590.44.01", (12, 0)), "pypi", MVC),  # Blackwell: cu132 has sm_120
+        ("2.9.1", gpus("560.28.03", (8, 9)), "cu126", "below cu128's 570.26"),  # no 2.9 list
+    ],
+)  # fmt: skip
+def test_choose_wheel_accepts_minor_version_compatibility_only_with_native_kernels(
+    torch, probe, variant, how
+) -> None:
+    choice = gpu.choose_wheel(torch, probe)
+    assert (choice.variant, how in choice.why) == (variant, True), choice.why
+
+
+def test_driver_535_gets_cu126_under_minor_version_compatibility_and_says_why() -> None:
+    choice = gpu.choose_wheel("2.13.0", gpus("535.104.05", (8, 0), (9, 0)))
+    assert choice == WheelChoice(
+        "cu126",
+        (12, 6),
+        "driver 535.104.05 is below cu130's 580.65.06; cu126 under CUDA minor-version "
+        "compatibility: driver 535.104.05 is below cu126's 560.28.03 but meets CUDA 12's floor "
+        "525.60.13, and cu126 has native kernels for every GPU (8.0, 9.0)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("torch", "probe", "found", "needs"),
+    [  # refused: below the major's floor, or a GPU would need PTX JIT
+        ("2.13.0", gpus("520.61.05", (8, 6)),
+         "driver 520.61.05 is below cu126's 560.28.03 and CUDA 12's floor 525.60.13",
+         "needs driver >= 525.60.13 (cu126, under minor-version compatibility; 560.28.03 "
+         "strictly)"),
+        ("2.13.0", gpus("535.104.05", (9, 0), (10, 0)),
+         "cu126 has no kernels for GPU1 (10.0)", "needs driver >= 580.65.06 (cu130)"),
+        ("2.13.0", gpus("535.104.05", (8, 6), None),
+         "GPU1 (unknown) would need PTX JIT", "needs driver >= 560.28.03 (cu126)"),
+    ],
+)  # fmt: skip
+def test_choose_wheel_refuses_below_the_floor_or_where_jit_would_be_needed(
+    torch, probe, found, needs
+) -> None:
     with pytest.raises(ProvisionError) as error:
-        gpu.choose_wheel("2.13.0", gpus("550.54.15", (8, 6)))
+        gpu.choose_wheel(torch, probe)
+    assert found in str(error.value)
+    assert needs in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_torch_without_a_kernel_list_is_offered_minor_compat_only_as_a_pin() -> None:
+    with pytest.raises(ProvisionError) as error:
+        gpu.choose_wheel("2.9.1", gpus("550.54.15", (8, 6)))
     message = str(error.value)
-    assert message.startswith("torch 2.13.0 has stable wheels for cu126 and cu130 only, and none")
-    assert "driver 550.54.15 is below cu126's 560.28.03" in message
-    assert "It needs driver >= 560.28.03 (cu126)" in message
-    assert "minor-version compatibility (>= 525.60.13" in message  # and how to accept that
+    assert "driver 550.54.15 is below cu126's 560.28.03 (torch 2.9's cu126 kernel list" in message
     index = "`--extra-index-url https://download.pytorch.org/whl/cu126`"
-    assert f"torch==2.13.0+cu126 with {index} in the env file" in message
-    assert "\n" not in message
+    assert f"torch==2.9.1+cu126 with {index} in the env file" in message
 
 
-def test_no_wheel_for_driver_470_names_the_minimum_driver(recorded) -> None:
-    with pytest.raises(ProvisionError) as error:
-        gpu.choose_wheel("2.13.0", gpu.parse_probe(recorded("nvml-probe", "rtx3080-470")))
-    message = str(error.value)
-    assert "driver 470.256.02 is below cu130's 580.65.06" in message
-    assert "It needs driver >= 560.28.03 (cu126): upgrade the driver by hand" in message
-    assert "minor-version compatibility" not in message  # 470 is below CUDA 12's floor too
+def test_native_kernels_follow_the_sourced_table_and_binary_compatibility() -> None:
+    assert gpu.native_kernels("2.13.0", (12, 6), (8, 6)) is True
+    assert gpu.native_kernels("2.13.0", (12, 6), (8, 9)) is True  # X.y SASS runs on X.z, z >= y
+    assert gpu.native_kernels("2.13.0", (12, 6), (10, 0)) is False
+    assert gpu.native_kernels("2.13.0", (13, 0), (7, 0)) is False  # no pre-Turing on CUDA 13
+    assert gpu.native_kernels("2.11.0", (12, 6), (8, 6)) is None  # no list for 2.11
+
+
+def test_doctor_agrees_with_choose_wheel_on_minor_version_compatibility() -> None:
+    lab535 = gpus("535.104.05", (8, 0), (9, 0))
+    text = gpu.explain(lab535, [], {"gafkd": TorchPin("2.13.0", None, own=False)}, LAB)
+    assert "the envs step installs the cu126 wheel" in text
+    assert "runs under minor-version compatibility, with native kernels for every GPU" in text
+    blackwell = gpus("535.104.05", (8, 0), (10, 0))
+    with pytest.raises(ProvisionError, match=r"pin torch==2\.13\.0 cannot run here: cu126 has no kernels for GPU1 \(10\.0\)"):
+        gpu.explain(blackwell, [], {"gafkd": TorchPin("2.13.0", (12, 6), own=True)}, LAB)
+    with pytest.raises(ProvisionError, match="needs driver >= 525.60.13"):
+        gpu.explain(gpus("520.61.05", (8, 6)), [], {"g": TorchPin("2.13.0", (12, 6), True)}, LAB)
 
 
 def test_a_blackwell_gpu_on_driver_570_needs_the_cuda_13_driver() -> None:
@@ -389,6 +453,6 @@ def test_doctor_on_driver_470_fails_naming_the_driver_the_projects_torch_needs(
     connection = fake(lab_host_replies(recorded, probe="rtx3080-470"))
     with pytest.raises(
         ProvisionError,
-        match=r"^envs. gafkd: torch 2\.13\.0 .* It needs driver >= 560\.28\.03 \(cu126\)",
+        match=r"^envs. gafkd: torch 2\.13\.0 .* It needs driver >= 525\.60\.13 \(cu126, under minor",
     ):
         plan(gpu.check_compat, connection, LAB)
