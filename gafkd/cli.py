@@ -145,6 +145,22 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("run", help="a run id, e.g. student/dataset-watch_alpha-0.3/seed0")
     logs.add_argument("--grid", default=None, help="the grid (default: search all)")
     logs.add_argument("--follow", action="store_true", help="keep printing until it stops")
+    selftest = commands.add_parser(
+        "selftest", parents=[root], help="prove the stack: each GPU (or the CPU), check by check"
+    )
+    selftest.add_argument("--json", action="store_true", help="print JSON for scripts")
+    selftest.add_argument(
+        "--device",
+        choices=("auto", "cpu"),
+        default="auto",
+        help="auto: every visible GPU, else the CPU; cpu: the CPU only",
+    )
+    selftest.add_argument(
+        "--frame",
+        default=None,
+        metavar="MARKER",
+        help="with --json: a line MARKER before and after the JSON (invoke doctor --selftest)",
+    )
     batch_run = commands.add_parser(
         "batch-run", parents=[root, runner], help="(internal) the runner of a launched grid"
     )
@@ -165,8 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Run the parsed command: one function per command (`COMMANDS`), each importing what it
     needs, so that ``status`` and ``launch`` stay torch-free."""
-    COMMANDS[args.command](args)
-    return 0
+    return COMMANDS[args.command](args) or 0
 
 
 def _configs(args: argparse.Namespace) -> None:
@@ -231,6 +246,21 @@ def _logs(args: argparse.Namespace) -> None:
     show_log(args.root, args.run, args.grid, follow=args.follow)
 
 
+def _selftest(args: argparse.Namespace) -> int:
+    """Exit status 1 when a check failed, after the whole report was printed."""
+    import json
+
+    from gafkd.selftest import render, run_selftest
+
+    report = run_selftest(args.device)
+    if args.json:
+        text = json.dumps(report, indent=2)
+        print(f"{args.frame}\n{text}\n{args.frame}" if args.frame else text, flush=True)
+    else:
+        print(render(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
 def _batch_run(args: argparse.Namespace) -> None:
     """The detached runner ``launch`` starts; when the batch ends, its @reboot line goes."""
     from gafkd.batch import run_batch
@@ -246,7 +276,7 @@ def _batch_run(args: argparse.Namespace) -> None:
         reboot.remove(args.root, args.grid)  # the batch ended: nothing to resume at boot
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+COMMANDS: dict[str, Callable[[argparse.Namespace], int | None]] = {
     "configs": _configs,
     "grids": _grids,
     "train": _train,
@@ -255,5 +285,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "results": _results,
     "cancel": _cancel,
     "logs": _logs,
+    "selftest": _selftest,
     "batch-run": _batch_run,
 }

@@ -151,7 +151,7 @@ def fit(
     model.to(device)
     for teacher in teachers.values():  # frozen, eval mode, by role
         teacher.to(device).eval().requires_grad_(False)
-    use_amp, amp_dtype = _amp(device, train_cfg.amp)
+    use_amp, amp_dtype = amp_mode(device, train_cfg.amp)
     channels_last = device.type == "cuda" and train_cfg.channels_last
     if channels_last and input_kind(model) == "image":
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -344,7 +344,9 @@ def _augment(signals: Tensor, generator: torch.Generator) -> Tensor:
     return signals * scale + noise
 
 
-def _amp(device: torch.device, wanted: bool) -> tuple[bool, torch.dtype]:
+def amp_mode(device: torch.device, wanted: bool) -> tuple[bool, torch.dtype]:
+    """Whether `fit` trains with AMP on `device`, and in which dtype: CUDA only, bf16 where the
+    GPU supports it, else fp16 (with a gradient scaler)."""
     if device.type != "cuda" or not wanted:
         return False, torch.float32
     return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -318,8 +318,8 @@ def wheel_fit(version: str, cuda: tuple[int, int], probe: Probe) -> WheelFit:
     if jit:
         return WheelFit(
             "no",
-            f"{below}; under minor-version compatibility (>= {floor}) {', '.join(sorted(set(jit)))} "
-            f"would need PTX JIT, which it lacks",
+            f"{below}; under minor-version compatibility (>= {floor}) "
+            f"{', '.join(sorted(set(jit)))} would need PTX JIT, which it lacks",
         )
     capabilities = sorted({g.compute_capability for g in probe.gpus if g.compute_capability})
     return WheelFit(
@@ -366,8 +366,10 @@ def choose_wheel(version: str, probe: Probe | None) -> WheelChoice:
 def needed_driver(version: str, cuda: tuple[int, int], probe: Probe) -> tuple[str, bool]:
     """The lowest driver on which the ``cuda`` wheel runs these GPUs; True: under minor compat."""
     floor = MINOR_COMPAT_MIN_DRIVER.get(cuda[0])
-    if floor and probe.gpus and all(
-        native_kernels(version, cuda, g.compute_capability) for g in probe.gpus
+    if (
+        floor
+        and probe.gpus
+        and all(native_kernels(version, cuda, g.compute_capability) for g in probe.gpus)
     ):
         return floor, floor != TOOLKIT_MIN_DRIVER[cuda]
     return TOOLKIT_MIN_DRIVER[cuda], False

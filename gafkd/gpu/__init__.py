@@ -1,7 +1,8 @@
 """The GPU layer: the NVML boundary and the health monitor, without torch.
 
-`nvml` opens an NVML session and samples every GPU (``GpuSample``, ``read_gpus``, ``sample``,
-``gpu_processes``); `health` judges the samples (``judge``) and, during a batch, appends them to
+`nvml` opens an NVML session, samples every GPU and reads the driver (``GpuSample``,
+``read_gpus``, ``sample``, ``gpu_processes``, ``read_driver``); `health` judges the samples
+(``judge``) and, during a batch, appends them to
 ``health.jsonl`` (``HealthMonitor``); `healthlog` reads that log back for the status screens
 (``health_log``, and ``last_lines`` for the end of any JSON-lines file). ``gafkd status``,
 ``launch`` and the runner import this package, so it imports neither torch nor anything heavy.
@@ -26,6 +27,7 @@ from gafkd.gpu.nvml import (
     XidEvents,
     gpu_processes,
     nvml_session,
+    read_driver,
     read_gpus,
     sample,
 )
@@ -47,6 +49,7 @@ __all__ = [
     "judge",
     "last_lines",
     "nvml_session",
+    "read_driver",
     "read_gpus",
     "sample",
 ]

@@ -253,6 +253,18 @@ def read_gpus(nvml: Nvml | None = None) -> tuple[list[GpuSample], str]:
     return samples, ""
 
 
+def read_driver(nvml: Nvml | None = None) -> tuple[str, tuple[int, int]] | None:
+    """The driver's version and the highest CUDA version it runs, e.g. ("535.104.05", (12, 2));
+    None without a driver. NVML encodes the CUDA version as 1000 * major + 10 * minor."""
+    with nvml_session(nvml) as (session, _reason):
+        if session is None:
+            return None
+        raw = session.nvmlSystemGetDriverVersion()
+        cuda = int(session.nvmlSystemGetCudaDriverVersion())
+    version = raw.decode() if isinstance(raw, bytes) else str(raw)
+    return version, (cuda // 1000, cuda % 1000 // 10)
+
+
 def gpu_processes(nvml: Nvml) -> list[dict[str, Any]]:
     """Compute processes on every GPU: gpu, pid, user, name and gpu_memory (bytes or None).
 
