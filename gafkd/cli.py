@@ -250,7 +250,8 @@ def _selftest(args: argparse.Namespace) -> int:
     """Exit status 1 when a check failed, after the whole report was printed."""
     import json
 
-    from gafkd.selftest import render, run_selftest
+    from gafkd.selftest import render
+    from gafkd.selftest.checks import run_selftest
 
     report = run_selftest(args.device)
     if args.json:

@@ -5,16 +5,21 @@ under the ``gpu`` marker."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from types import SimpleNamespace
 from typing import Any
 
 import pynvml
 import pytest
 import torch
+from rich.console import Console
 
-from gafkd import cli, selftest
+from gafkd import cli
 from gafkd.gpu import read_driver
-from gafkd.selftest import Check, check_health, cuda_mode, judge_device, kernels_for
+from gafkd.selftest import Check, cuda_mode, judge_device, kernels_for, screen
+from gafkd.selftest import checks as selftest
+from gafkd.selftest.checks import check_health
 
 GIB = 1024**3
 CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
@@ -185,3 +190,35 @@ def test_selftest_passes_on_every_visible_gpu(capsys) -> None:
         checks = {check["name"]: check for check in entry["checks"]}
         assert checks["train amp"]["values"]["dtype"] in ("bfloat16", "float16")
         assert checks["device"]["values"]["kernels"] in ("native", "ptx")
+
+
+def test_the_selftest_package_and_its_report_import_without_torch() -> None:
+    """`invoke doctor --selftest` draws the hosts' reports with `screen`, without torch."""
+    code = "import sys, gafkd.selftest, gafkd.selftest.report\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_screen_shows_each_hosts_report_or_error_and_the_doctors_notes() -> None:
+    report = {
+        "torch": "2.13.0+cu126",
+        "torch_cuda": "12.6",
+        "driver": "535.104.05",
+        "driver_cuda": "12.2",
+        "devices": [
+            {
+                "device": "cuda:0",
+                "name": "NVIDIA A100",
+                "seconds": 31.0,
+                "checks": [{"name": "device", "ok": True, "detail": "native kernels"}],
+            }
+        ],
+        "verdict": "cuda:0 (NVIDIA A100) passed in 31.0 s.",
+    }
+    console = Console(record=True, width=120)
+    reports = {"lab": report, "lab2": "lab2 has no python at /opt/x, the env that runs gafkd"}
+    console.print(screen(reports, {"lab": ["agrees: cu126 under minor-version compatibility"]}))
+    text = console.export_text()
+    assert text.index("lab ") < text.index("ok   device      native kernels") < text.index("lab2")
+    assert "doctor: agrees: cu126 under minor-version compatibility" in text
+    assert "error: lab2 has no python at /opt/x" in text

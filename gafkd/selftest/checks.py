@@ -1,14 +1,14 @@
-"""``gafkd selftest``: prove the stack on this machine, per visible GPU (or on the CPU).
+"""The selftest's checks, with torch: per visible GPU (or the CPU), then the report.
 
-Each device gets five checks, each through gafkd's own code paths: the device (torch sees it,
+Each device gets six checks, each through gafkd's own code paths: the device (torch sees it,
 its compute capability against the wheel's kernels, the driver against the wheel's CUDA, a
 kernel that runs), imaging (GASF, GADF and MTF on the device against float64 on the CPU, with
 the imaging tests' parity bars), training (`train.fit` on synthetic GENEActiv-shaped windows,
 two frozen teachers and a 1-D WRN16-1 student, in fp32 and with AMP), health (one NVML sample
 through `gafkd.gpu`) and packing (how many runs the local runner puts on the device, from
 `launch.choose_slots`). A check that raises is a failed check with its one-line error, so the
-report says where gafkd breaks. The pure judgement of the device check (`kernels_for`,
-`cuda_mode`) is what ``invoke doctor --selftest`` compares with provisioning's verdict.
+report says where gafkd breaks. The device check's judgement is torch-free, in
+`gafkd.selftest.report`, with the verdict and the text.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,12 +35,12 @@ from gafkd.data.split import Split
 from gafkd.gpu import last_lines
 from gafkd.memory import format_bytes
 from gafkd.rundir import METRICS
+from gafkd.selftest.report import Check, cuda_mode, judge_device, kernels_for, verdict
 
 # Parity bars of tests/gafkd/imaging/test_imaging.py::test_cuda_output_matches_cpu_output.
 FLOAT64_BAR = 1e-10  # float64 on the device against float64 on the CPU
 FLOAT32_BAR = 1e-5  # float32 on the device against float32 on the CPU
 CLASSES, CHANNELS, LENGTH = 14, 3, 500  # GENEActiv windows: 14 classes, 3 axes, 5 s at 100 Hz
-Kernels = Literal["native", "ptx", "none"]
 
 
 @dataclass(frozen=True)
@@ -54,59 +54,6 @@ class Size:
 
 GPU_SIZE = Size(train=4096, test=512, epochs=4)
 CPU_SIZE = Size(train=512, test=128, epochs=3)
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool | None  # None: skipped, not a failure
-    detail: str  # one line
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-# --- the device check's judgement (pure) -------------------------------------------------------
-
-
-def kernels_for(capability: tuple[int, int], arch_list: list[str]) -> Kernels:
-    """How a wheel whose ``torch.cuda.get_arch_list()`` is ``arch_list`` runs a GPU.
-
-    native: SASS for the GPU (sm_XY runs on X.z for z >= y, CUDA Programming Guide, "Binary
-    Compatibility"); ptx: only PTX it can JIT (compute_XY with XY <= the GPU's); none.
-
-    >>> kernels_for((8, 9), ["sm_80", "sm_86", "sm_90"]), kernels_for((10, 0), ["sm_90"])
-    ('native', 'none')
-    >>> kernels_for((12, 0), ["sm_90", "compute_90"])
-    'ptx'
-    """
-
-    def version(arch: str) -> tuple[int, int]:  # "sm_86" -> (8, 6), "sm_90a" -> (9, 0)
-        digits = arch.split("_", 1)[1].rstrip("af")
-        return int(digits[:-1]), int(digits[-1])
-
-    sass = [version(a) for a in arch_list if a.startswith("sm_")]
-    if any(major == capability[0] and minor <= capability[1] for major, minor in sass):
-        return "native"
-    ptx = [version(a) for a in arch_list if a.startswith("compute_")]
-    return "ptx" if any(arch <= capability for arch in ptx) else "none"
-
-
-def cuda_mode(driver_cuda: tuple[int, int], wheel_cuda: tuple[int, int]) -> str:
-    """'strict' when the driver runs the wheel's CUDA version, else 'minor-version compatibility'
-    (same major) or 'too old' (an older major: the wheel cannot start)."""
-    if driver_cuda >= wheel_cuda:
-        return "strict"
-    return "minor-version compatibility" if driver_cuda[0] == wheel_cuda[0] else "too old"
-
-
-def judge_device(kernels: Kernels, mode: str) -> tuple[bool, str]:
-    """Whether a GPU with these kernels runs under this CUDA mode, and why in a few words."""
-    if mode == "too old":
-        return False, "the driver's CUDA major is older than the wheel's: upgrade the driver"
-    if kernels == "none":
-        return False, "the wheel has no kernels for this GPU: pick another torch variant"
-    if kernels == "ptx" and mode != "strict":
-        return False, "only PTX for this GPU, and minor-version compatibility cannot JIT it"
-    return True, f"{kernels} kernels, {mode}"
 
 
 # --- the checks ---------------------------------------------------------------------------------
@@ -349,38 +296,3 @@ def run_selftest(device: str = "auto", size: Size | None = None) -> dict[str, An
     }
     report["verdict"] = verdict(report, device)
     return report
-
-
-def verdict(report: dict[str, Any], wanted: str) -> str:
-    """The report in one paragraph."""
-    parts = []
-    if not report["gpu_tested"]:
-        why = "--device cpu was asked for" if wanted == "cpu" else "torch sees no CUDA GPU"
-        parts.append(f"No GPU was tested: {why}; these are the CPU checks only.")
-    for entry in report["devices"]:
-        failed = [c["name"] for c in entry["checks"] if c["ok"] is False]
-        skipped = [c["name"] for c in entry["checks"] if c["ok"] is None]
-        state = f"FAILED {', '.join(failed)}" if failed else "passed"
-        extra = f" (skipped: {', '.join(skipped)})" if skipped else ""
-        parts.append(f"{entry['device']} ({entry['name']}) {state}{extra} in {entry['seconds']} s.")
-    if report["ok"]:
-        parts.append(
-            f"torch {report['torch']} trains gafkd's KD step here"
-            + (f" on driver {report['driver']}." if report["driver"] else ".")
-        )
-    else:
-        parts.append("gafkd does not work here as it should: see the failed checks above.")
-    return " ".join(parts)
-
-
-def render(report: dict[str, Any]) -> str:
-    """The report as text: one line per check under each device, then the verdict."""
-    marks = {True: "ok  ", False: "FAIL", None: "skip"}
-    lines = [
-        f"torch {report['torch']} (CUDA {report['torch_cuda'] or 'none'}), driver "
-        f"{report['driver'] or 'none'} (CUDA {report['driver_cuda'] or 'none'})"
-    ]
-    for entry in report["devices"]:
-        lines.append(f"{entry['device']}: {entry['name']} ({entry['seconds']} s)")
-        lines += [f"  {marks[c['ok']]} {c['name']:<11} {c['detail']}" for c in entry["checks"]]
-    return "\n".join([*lines, "", report["verdict"]])
