@@ -110,32 +110,34 @@ def status(connection: Connection, host: Host, grid: str | None = None) -> dict[
     return parse_status(result.stdout, marker, host)
 
 
-def parse_status(text: str, marker: str, host: Host) -> dict[str, Any]:
+def parse_status(text: str, marker: str, host: Host, what: str = "gafkd status") -> dict[str, Any]:
     """The JSON between the first two lines that are ``marker``; what is around it is ignored.
+    ``what`` names the command in errors (``gafkd selftest`` frames its report the same way).
 
     >>> parse_status('Welcome!\\nM\\n{"batches": []}\\nM\\nbye\\n', "M", Host("lab"))
     {'batches': []}
     """
+    noun = what.split()[-1]
     lines = [line.rstrip("\r") for line in text.splitlines()]
     marks = [index for index, line in enumerate(lines) if line == marker]
     if len(marks) < 2:
         first = next((line.strip() for line in lines if line.strip()), "")
-        shown = f"it printed {first[:80]!r} and no status" if first else "it printed nothing"
+        shown = f"it printed {first[:80]!r} and no {noun}" if first else "it printed nothing"
         raise ProvisionError(
-            f"gafkd status on {host.alias}: {shown} (the JSON between two {marker} lines); "
+            f"{what} on {host.alias}: {shown} (the JSON between two {marker} lines); "
             f"check what its login scripts and python ({host.python}) print"
         )
     try:
         found = json.loads("\n".join(lines[marks[0] + 1 : marks[1]]))
     except json.JSONDecodeError as error:
         raise ProvisionError(
-            f"gafkd status on {host.alias}: the status it printed between the markers is not "
-            f"JSON ({error}); run gafkd status --json there to see it"
+            f"{what} on {host.alias}: the {noun} it printed between the markers is not "
+            f"JSON ({error}); run {what} --json there to see it"
         ) from None
     if not isinstance(found, dict):
         raise ProvisionError(
-            f"gafkd status on {host.alias}: the status it printed between the markers is "
-            f"{type(found).__name__}, not a JSON object; run gafkd status --json there"
+            f"{what} on {host.alias}: the {noun} it printed between the markers is "
+            f"{type(found).__name__}, not a JSON object; run {what} --json there"
         )
     return found
 

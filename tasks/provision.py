@@ -124,11 +124,34 @@ def provision(
     fail_on_errors(outcomes)
 
 
-@task(help={"host": HOST_HELP})
-def doctor(c: Context, host: str) -> None:
+@task(
+    help={
+        "host": HOST_HELP,
+        "selftest": "also run gafkd selftest in each host's gafkd env: every GPU (or the CPU) "
+        "images, trains and reports its health, held against this verdict (under a minute a GPU)",
+    }
+)
+def doctor(c: Context, host: str, selftest: bool = False) -> None:
     """Explain the GPU stack of a host: driver, CUDA, cuDNN and the envs' torch (read-only)."""
     outcomes = run_steps(c, host, ["gpu"], dry=True, ask=False, echo=print)
+    if selftest:
+        show_selftests(c, host)
     fail_on_errors(outcomes)
+
+
+def show_selftests(c: Context, host: str) -> None:
+    """The hosts' selftest reports on one screen; exit 1 naming each failed or disagreeing one."""
+    from gafkd.selftest import screen
+    from provisioning.selftest import selftest_failed, selftest_hosts
+
+    try:
+        found = selftest_hosts(host, c.config.get("hosts") or {}, Path.home() / ".ssh" / "config")
+    except ProvisionError as error:
+        raise Exit(f"error: {error}", code=1) from None
+    Console().print(screen(*found))
+    failed = selftest_failed(*found)
+    if failed:
+        raise Exit("error: " + "\nerror: ".join(failed), code=1)
 
 
 @task(

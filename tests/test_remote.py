@@ -344,3 +344,27 @@ def test_status_host_reads_through_a_login_banner(labhost: Any, config: Path) ->
         bashrc.write_text(kept)
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)[labhost.alias]["host"] == "testhost"
+
+
+@pytest.mark.ssh
+def test_doctor_selftest_runs_gafkd_selftest_in_each_hosts_env_on_one_screen(
+    labhost: Any, config: Path
+) -> None:
+    host = parse_host(labhost.alias, labhost.settings())
+    connection = connect(host)
+    remote.sync(connection, host, dry=False, echo=lambda line: None)  # this checkout, installed
+    remote.ensure_project(connection, host, __import__("gafkd").__version__)
+    done = invoke(config, "doctor", "--host", labhost.alias, "--selftest")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "gpu | skipped: no NVIDIA driver on the host" in done.stdout  # the verdict first
+    assert "No GPU was tested: torch sees no CUDA GPU" in done.stdout  # the host's CPU checks
+    assert "ok   train fp32  float32: loss" in done.stdout
+    assert "doctor: no GPU was tested" in done.stdout
+
+    both = invoke(config, "doctor", "--host", f"{labhost.alias},noenv", "--selftest")
+    assert both.returncode == 1, both.stdout
+    assert both.stdout.index("No GPU was tested") < both.stdout.index("error: noenv has no python")
+    assert both.stderr.strip() == (
+        "error: noenv: noenv has no python at /opt/none/bin/python, the env that runs gafkd: run "
+        "invoke provision --host noenv first, or set python: for noenv in invoke.yaml"
+    )
