@@ -115,7 +115,7 @@ def grid(sizes: Sizes, folder: Path) -> list[tuple[str, bool, float]]:
     runs = 5 * sizes.seeds
     print(f"\n{'kd_alpha, ' + str(runs) + ' students + teachers':<34}{'wall s':>10}{'ratio':>8}")
     print(f"{'one at a time (--per-gpu 1)':<34}{one:>10.1f}{1.0:>8.2f}")
-    print(f"{'packed (the runner's slots)':<34}{packed:>10.1f}{one / packed:>8.2f}")
+    print(f"{'packed (the runner slots)':<34}{packed:>10.1f}{one / packed:>8.2f}")
     if not (one_ok and packed_ok):
         print("(a grid launch failed: the times above are not comparable)")
     return results
