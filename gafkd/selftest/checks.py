@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,21 +177,45 @@ def check_training(device: torch.device, size: Size, amp: bool) -> Check:
     return Check(name, falling, detail, values)
 
 
-def check_health(device: torch.device, nvml_index: int | None, nvml: Any = None) -> Check:
-    """One NVML sample through gafkd's monitor code: temperature against the slowdown threshold,
-    clock event reasons, ECC, and XIDs seen while the selftest ran; judged as the runner does."""
-    from gafkd.gpu import XidEvents, judge, nvml_session, sample
+@dataclass
+class Watch:
+    """NVML for the whole selftest, with XID events registered before the first check."""
+
+    nvml: Any  # an initialised NVML, or None
+    reason: str  # why there is none
+    events: Any = None  # gafkd.gpu.XidEvents
+    xids: dict[int, list[int]] = field(default_factory=dict)  # seen so far, by NVML index
+
+
+@contextlib.contextmanager
+def watching(nvml: Any = None) -> Iterator[Watch]:
+    """A `Watch` for the block; XIDs any check causes are queued from here on."""
+    from gafkd.gpu import XidEvents, nvml_session
 
     with nvml_session(nvml) as (session, reason):
-        if session is None:
-            return Check("health", None, f"no NVML: {reason}")
-        if device.type != "cuda" or nvml_index is None:
-            return Check("health", None, f"skipped: {device} is not a GPU that NVML indexes")
-        events = XidEvents(session)
+        events = XidEvents(session) if session is not None else None
         try:
-            point = sample(session, events)[nvml_index]
+            yield Watch(session, reason, events)
         finally:
-            events.close()
+            if events is not None:
+                events.close()
+
+
+def check_health(device: torch.device, nvml_index: int | None, watch: Watch) -> Check:
+    """One NVML sample through gafkd's monitor code: temperature against the slowdown threshold,
+    clock event reasons, ECC, and XIDs seen while the selftest ran; judged as the runner does."""
+    from gafkd.gpu import judge, sample
+
+    if watch.nvml is None:
+        return Check("health", None, f"no NVML: {watch.reason}")
+    if device.type != "cuda" or nvml_index is None:
+        return Check("health", None, f"skipped: {device} is not a GPU that NVML indexes")
+    points = sample(watch.nvml, watch.events)
+    for point in points:  # a drain takes every GPU's events: keep the others' for their turn
+        watch.xids.setdefault(point.gpu, []).extend(point.xid or ())
+    point = points[nvml_index]
+    if point.xid is not None:
+        point = replace(point, xid=tuple(watch.xids[nvml_index]))
     healthy, why = judge([point], slowdown_samples=1)
     fields = {
         "temperature": f"{point.temperature} C of {point.slowdown_temperature} C slowdown",
@@ -207,6 +231,8 @@ def check_packing(device: torch.device, nvml_index: int | None) -> Check:
     """How many kd_alpha students the local runner would put on the device at once, and why."""
     from gafkd.launch import MEMORY_PER_RUN, choose_slots
 
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the training checks' cached blocks are not another run's
     slots, reason = choose_slots(None, [nvml_index] if nvml_index is not None else None)
     if device.type != "cuda" or nvml_index is None:
         count = slots.per_device.get("cpu", 1)
@@ -216,7 +242,7 @@ def check_packing(device: torch.device, nvml_index: int | None) -> Check:
         )
         return Check("packing", True, detail, {"runs": count, "threads": slots.threads})
     count = slots.per_device[str(nvml_index)]
-    free = torch.cuda.mem_get_info(device)[0]
+    free = torch.cuda.mem_get_info(device)[0]  # after empty_cache below, as a fresh runner sees
     detail = (
         f"{count} at a time on GPU {nvml_index}: {format_bytes(free)} free, "
         f"{format_bytes(MEMORY_PER_RUN)} per run (launch.MEMORY_PER_RUN), capped per GPU; "
@@ -248,7 +274,7 @@ def nvml_indices(count: int) -> list[int | None]:
 
 
 def selftest_device(
-    device: torch.device, nvml_index: int | None, driver: Any, size: Size
+    device: torch.device, nvml_index: int | None, driver: Any, size: Size, watch: Watch
 ) -> dict[str, Any]:
     """All checks on one device; a report entry."""
     started = time.perf_counter()
@@ -257,7 +283,7 @@ def selftest_device(
         guarded("imaging", lambda: check_imaging(device)),
         guarded("train fp32", lambda: check_training(device, size, amp=False)),
         guarded("train amp", lambda: check_training(device, size, amp=True)),
-        guarded("health", lambda: check_health(device, nvml_index)),
+        guarded("health", lambda: check_health(device, nvml_index, watch)),
         guarded("packing", lambda: check_packing(device, nvml_index)),
     ]
     name = checks[0].values.get("name", "CPU")
@@ -284,7 +310,8 @@ def run_selftest(device: str = "auto", size: Size | None = None) -> dict[str, An
     else:
         devices = [(torch.device("cpu"), None)]
     chosen = size or (GPU_SIZE if cuda else CPU_SIZE)
-    tested = [selftest_device(d, n, driver, chosen) for d, n in devices]
+    with watching() as watch:
+        tested = [selftest_device(d, n, driver, chosen, watch) for d, n in devices]
     report: dict[str, Any] = {
         "ok": all(entry["ok"] for entry in tested),
         "gpu_tested": cuda,

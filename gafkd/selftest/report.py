@@ -62,7 +62,7 @@ def judge_device(kernels: Kernels, mode: str) -> tuple[bool, str]:
         return False, "the driver's CUDA major is older than the wheel's: upgrade the driver"
     if kernels == "none":
         return False, "the wheel has no kernels for this GPU: pick another torch variant"
-    if kernels == "ptx" and mode != "strict":
+    if kernels == "ptx" and mode == "minor-version compatibility":
         return False, "only PTX for this GPU, and minor-version compatibility cannot JIT it"
     return True, f"{kernels} kernels, {mode}"
 

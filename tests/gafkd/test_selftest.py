@@ -19,7 +19,7 @@ from gafkd import cli
 from gafkd.gpu import read_driver
 from gafkd.selftest import Check, cuda_mode, judge_device, kernels_for, screen
 from gafkd.selftest import checks as selftest
-from gafkd.selftest.checks import check_health
+from gafkd.selftest.checks import check_health, watching
 
 GIB = 1024**3
 CU126 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
@@ -49,6 +49,7 @@ def test_kernels_for_reads_the_wheels_arch_list(capability, arch_list, kernels) 
         ((12, 8), (12, 6), "native", True, "native kernels, strict"),
         ((12, 8), (12, 6), "ptx", True, "ptx kernels, strict"),
         ((12, 2), (12, 6), "ptx", False, "minor-version compatibility cannot JIT"),
+        (None, (12, 6), "ptx", True, "ptx kernels, unknown"),  # no NVML: the run decides
         ((12, 9), (13, 0), "native", False, "CUDA major is older"),
         ((13, 0), (13, 0), "none", False, "no kernels for this GPU"),
     ],
@@ -56,7 +57,8 @@ def test_kernels_for_reads_the_wheels_arch_list(capability, arch_list, kernels) 
 def test_the_device_judgement_refuses_jit_under_minor_version_compatibility(
     driver, wheel, kernels, ok, why
 ) -> None:
-    passed, text = judge_device(kernels, cuda_mode(driver, wheel))
+    mode = cuda_mode(driver, wheel) if driver else "unknown (no NVML)"
+    passed, text = judge_device(kernels, mode)
     assert passed is ok
     assert why in text
 
@@ -118,17 +120,57 @@ def test_read_driver_gives_the_version_and_the_cuda_it_runs() -> None:
 
 def test_health_takes_one_sample_and_judges_it_as_the_runner_does() -> None:
     gpu = torch.device("cuda", 0)  # a device object only: CUDA is not started
-    check = check_health(gpu, 0, nvml=FakeNvml())
+    with watching(FakeNvml()) as watch:
+        check = check_health(gpu, 0, watch)
     assert check.ok is True
     assert "temperature 55 C of 90 C slowdown" in check.detail
     assert "ECC uncorrected 0; XIDs not watched" in check.detail
-    hot = check_health(gpu, 0, nvml=FakeNvml(temperature=93))
+    with watching(FakeNvml(temperature=93)) as watch:
+        hot = check_health(gpu, 0, watch)
     assert hot.ok is False
     assert "at 93 C, over its 90 C slowdown threshold" in hot.detail
 
 
+class TwoGpusOneXid(FakeNvml):
+    """Two GPUs whose XID events are watched; GPU 1 reports XID 79 once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = [SimpleNamespace(eventType=0x8, eventData=79, device=1)]
+
+    def nvmlDeviceGetCount(self) -> int:
+        return 2
+
+    def nvmlEventSetCreate(self) -> str:
+        return "events"
+
+    def nvmlDeviceRegisterEvents(self, handle: int, mask: int, events: str) -> None:
+        pass
+
+    def nvmlEventSetWait(self, events: str, timeout_ms: int) -> SimpleNamespace:
+        if not self.queue:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT)
+        return self.queue.pop()
+
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
+        return handle
+
+    def nvmlEventSetFree(self, events: str) -> None:
+        pass
+
+
+def test_an_xid_during_the_selftest_fails_its_gpus_health_not_the_first_gpus() -> None:
+    with watching(TwoGpusOneXid()) as watch:
+        first = check_health(torch.device("cuda", 0), 0, watch)  # drains GPU 1's event too
+        second = check_health(torch.device("cuda", 1), 1, watch)
+    assert (first.ok, "XIDs none" in first.detail) == (True, True)
+    assert second.ok is False
+    assert "XIDs [79]: gpu 1: XID 79 (fallen off the bus): needs a reboot" in second.detail
+
+
 def test_health_says_no_nvml_without_a_driver() -> None:
-    check = check_health(torch.device("cpu"), None, nvml=NoNvml())
+    with watching(NoNvml()) as watch:
+        check = check_health(torch.device("cpu"), None, watch)
     assert (check.ok, check.detail.startswith("no NVML: ")) == (None, True)
 
 
