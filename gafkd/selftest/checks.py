@@ -6,8 +6,8 @@ kernel that runs), imaging (GASF, GADF and MTF on the device against float64 on 
 the imaging tests' parity bars), training (`train.fit` on synthetic GENEActiv-shaped windows,
 two frozen teachers and a 1-D WRN16-1 student, in fp32 and with AMP), health (one NVML sample
 through `gafkd.gpu`) and packing (how many runs the local runner puts on the device, from
-`launch.choose_slots`). A check that raises is a failed check with its one-line error, so the
-report says where gafkd breaks. The device check's judgement is torch-free, in
+`experiments.launch.choose_slots`). A check that raises is a failed check with its one-line
+error, so the report says where gafkd breaks. The device check's judgement is torch-free, in
 `gafkd.selftest.report`, with the verdict and the text.
 """
 
@@ -229,7 +229,7 @@ def check_health(device: torch.device, nvml_index: int | None, watch: Watch) -> 
 
 def check_packing(device: torch.device, nvml_index: int | None) -> Check:
     """How many kd_alpha students the local runner would put on the device at once, and why."""
-    from gafkd.launch import MEMORY_PER_RUN, choose_slots
+    from gafkd.experiments.launch import MEMORY_PER_RUN, choose_slots
 
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the training checks' cached blocks are not another run's
@@ -245,8 +245,8 @@ def check_packing(device: torch.device, nvml_index: int | None) -> Check:
     free = torch.cuda.mem_get_info(device)[0]  # after empty_cache below, as a fresh runner sees
     detail = (
         f"{count} at a time on GPU {nvml_index}: {format_bytes(free)} free, "
-        f"{format_bytes(MEMORY_PER_RUN)} per run (launch.MEMORY_PER_RUN), capped per GPU; "
-        "--per-gpu overrides it"
+        f"{format_bytes(MEMORY_PER_RUN)} per run (experiments.launch.MEMORY_PER_RUN), capped per "
+        "GPU; --per-gpu overrides it"
     )
     return Check("packing", True, detail, {"runs": count, "free_bytes": free})
 
