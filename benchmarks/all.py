@@ -16,7 +16,8 @@ still run; the exit status is 1 when any failed. The parts:
   subjects) and the shipped kd_alpha grid on it (two teachers per seed, then 5 alphas x the
   seeds: 15 students with 3 seeds), launched in the foreground twice: ``--per-gpu 1`` (the
   baseline, one run at a time), then the runner's own packing
-  (``experiments.launch.choose_slots``: free memory per GPU, cores on the CPU). ratio = one-at-a-time wall time / packed wall time.
+  (``experiments.launch.choose_slots``: free memory per GPU, cores on the CPU).
+  ratio = one-at-a-time wall time / packed wall time.
 """
 
 from __future__ import annotations
