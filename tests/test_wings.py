@@ -13,7 +13,14 @@ from types import FunctionType
 
 import pytest
 
-WINGS = ("gafkd.imaging", "gafkd.data", "gafkd.gpu", "gafkd.results", "gafkd.experiments")
+WINGS = (
+    "gafkd.imaging",
+    "gafkd.data",
+    "gafkd.gpu",
+    "gafkd.results",
+    "gafkd.experiments",
+    "gafkd.selftest",
+)
 MOVED = (
     "gafkd.series",
     "gafkd.mtf",
