@@ -334,7 +334,8 @@ def epoch_panels(
     rows: Sequence[RunRow], histories: Mapping[str, Sequence[Mapping[str, Any]]]
 ) -> list[EpochPanel]:
     """One panel per stage and dataset (rows: stages, columns: datasets), one curve per config:
-    test accuracy per epoch, mean and std (ddof=0) over the seeds in `histories`."""
+    test accuracy per epoch, mean and std (ddof=0) over the seeds in `histories`. The panels of
+    one dataset share their accuracy axis, so its teachers and students compare at a glance."""
     groups: dict[str, list[RunRow]] = {}
     for row in rows:
         groups.setdefault(row.group, []).append(row)
@@ -348,15 +349,17 @@ def epoch_panels(
         read = [r for r in members if r.id in histories]
         if read:
             curves.append(_epoch_curve(members, read, histories))
+    spans: dict[str, tuple[list[float], list[float]]] = {}  # dataset -> its panels' extent
+    for (_, dataset), curves in panels.items():
+        lows, highs = spans.setdefault(dataset, ([], []))
+        lows += [m - s for c in curves for m, s in zip(c.mean, c.std, strict=True)]
+        highs += [m + s for c in curves for m, s in zip(c.mean, c.std, strict=True)]
     out = []
     for (stage, dataset), curves in panels.items():
         title = stage + (f", {DATASET}={dataset}" if dataset else "")
-        lows = [m - s for c in curves for m, s in zip(c.mean, c.std, strict=True)]
-        highs = [m + s for c in curves for m, s in zip(c.mean, c.std, strict=True)]
-        y = axis_range(lows, highs, "test accuracy")
-        out.append(
-            EpochPanel(stage, title, stages.index(stage), datasets.index(dataset), tuple(curves), y)
-        )
+        y = axis_range(*spans[dataset], "test accuracy")  # one axis per column: teacher vs student
+        row, col = stages.index(stage), datasets.index(dataset)
+        out.append(EpochPanel(stage, title, row, col, tuple(curves), y))
     return out
 
 

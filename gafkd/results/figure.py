@@ -42,7 +42,7 @@ def draw_points(panels: Sequence[PointPanel], path: Path, title: str) -> Path:
     """One panel per stage: each config's mean with a ± std error bar, the reference beside it
     as a hollow grey marker; configs with fewer seeds than planned are marked ``2/3``."""
     widths = [max(4.8, 0.5 * len(p.points) + 1.5) for p in panels] or [4.8]
-    ncols = min(len(panels), 2) or 1
+    ncols = 1 if max(widths) > 6.4 else min(len(panels), 2) or 1  # many configs: one a row
     nrows = math.ceil(max(len(panels), 1) / ncols)
     figure, axes = _figure(nrows, ncols, max(widths), 4.2)
     for ax in axes[len(panels) :]:
@@ -147,7 +147,7 @@ def draw_epochs(panels: Sequence[EpochPanel], path: Path, title: str) -> Path:
 
     nrows = max((p.row for p in panels), default=0) + 1
     ncols = max((p.col for p in panels), default=0) + 1
-    figure, axes = _figure(nrows, ncols, 4.6, 3.6)
+    figure, axes = _figure(nrows, ncols, 4.6 if ncols > 1 else 6.4, 3.6)
     used = {p.row * ncols + p.col for p in panels}
     for i, ax in enumerate(axes):
         if i not in used:
@@ -159,8 +159,9 @@ def draw_epochs(panels: Sequence[EpochPanel], path: Path, title: str) -> Path:
             high = [m + s for m, s in zip(curve.mean, curve.std, strict=True)]
             marker = "o" if len(curve.epochs) <= 20 else None
             (line,) = ax.plot(curve.epochs, curve.mean, marker=marker, markersize=3)
-            ax.fill_between(curve.epochs, low, high, color=line.get_color(), alpha=0.2, lw=0)
-            line.set_label(curve.label)
+            ax.fill_between(curve.epochs, low, high, color=line.get_color(), alpha=0.15, lw=0)
+            if len(panel.curves) > 1 or curve.label != panel.stage:  # else the title says it
+                line.set_label(curve.label)
         if not panel.curves:
             _note(ax, "no run done")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -171,8 +172,8 @@ def draw_epochs(panels: Sequence[EpochPanel], path: Path, title: str) -> Path:
 
 def epochs_title() -> str:
     return (
-        "Test accuracy after each epoch (metrics.jsonl): line = mean over seeds, "
-        "band = ± std (ddof=0)"
+        "Test accuracy after each epoch (metrics.jsonl).\n"
+        "Line: mean over seeds; band: ± std (ddof=0); one accuracy axis per dataset."
     )
 
 

@@ -128,6 +128,8 @@ def test_epoch_panels_put_stages_in_rows_and_datasets_in_columns(lab: Path) -> N
     }
     gaf_b = next(p for p in panels if p.title == "gaf_teacher, dataset=b")
     assert gaf_b.y == results.AxisRange(0.0, 60.0, "test accuracy (%)")  # 30..52: from 0
+    column = results.AxisRange(30.0, 80.0, "test accuracy (%), axis from 30")  # 40..72
+    assert {p.y for p in panels if p.col == 0} == {column}  # one axis per dataset
 
 
 def _seed1(lab: Path, group: str = "student/dataset-a_alpha-0.1") -> Path:
