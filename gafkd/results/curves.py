@@ -251,7 +251,8 @@ def _line_key(group: GroupRow) -> tuple[Any, ...]:
 
 
 def _line_label(group: GroupRow, several: bool, key: tuple[Any, ...]) -> str:
-    """ "image + signal teachers", with the axes that tell lines apart when there are several."""
+    """Its teachers' roles ("image + signal teachers"), and the axes that tell it apart from the
+    panel's other lines when there are several."""
     roles = sorted(group.teachers)
     if not roles:
         text = "no teacher"
@@ -358,8 +359,8 @@ def epoch_panels(
     for (stage, dataset), curves in panels.items():
         title = stage + (f", {DATASET}={dataset}" if dataset else "")
         y = axis_range(*spans[dataset], "test accuracy")  # one axis per column: teacher vs student
-        row, col = stages.index(stage), datasets.index(dataset)
-        out.append(EpochPanel(stage, title, row, col, tuple(curves), y))
+        place = stages.index(stage), datasets.index(dataset)
+        out.append(EpochPanel(stage, title, *place, tuple(curves), y))
     return out
 
 
