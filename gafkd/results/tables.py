@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from gafkd import rundir
-from gafkd.batch import read_plan_file, read_state_file
 from gafkd.config import ConfigError, dotted
+from gafkd.experiments.batchdir import read_plan_file, read_state_file
 from gafkd.results.curves import alpha_panels, epoch_panels, read_histories
 from gafkd.results.figure import alpha_title, draw_alpha, draw_epochs, epochs_title, plot
 from gafkd.results.reference import Reference, header, load_reference, match_reference
