@@ -238,8 +238,10 @@ def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> None:
     """Write an epoch's checkpoint; the one before it is kept as checkpoint.prev.pt, unless it
     is damaged (torch.save writes a zip archive): then the one kept before stays."""
     path = run_dir / CHECKPOINT
-    if zipfile.is_zipfile(path):
-        os.replace(path, run_dir / PREVIOUS_CHECKPOINT)
+    if zipfile.is_zipfile(path):  # a second name for it, then that name over the previous one:
+        link = run_dir / f".{PREVIOUS_CHECKPOINT}.{secrets.token_hex(6)}.tmp"
+        os.link(path, link)  # checkpoint.pt is never missing, even if the run is killed here
+        os.replace(link, run_dir / PREVIOUS_CHECKPOINT)
     save_torch(dict(state), path)
 
 
