@@ -65,10 +65,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ImagingConfig:
-    layout: Literal["gasf", "compound"] = "gasf"  # per-axis GASF (the lab's) or GASF+GADF+MTF
+    layout: Literal["gasf", "gadf", "mtf", "compound"] = "gasf"  # per axis (gasf: the lab's)
+    # or GASF+GADF+MTF stacked (compound, Wang & Oates)
     image_size: int = 64  # the lab's 64x64
     sample_range: tuple[float, float] = (-1.0, 1.0)  # min-max range before arccos, as pyts
-    n_bins: int = 8  # MTF bins (compound layout), pyts default
+    n_bins: int = 8  # MTF bins (mtf and compound layouts), pyts default
     strategy: Literal["quantile", "uniform", "normal"] = "quantile"  # MTF binning
     overlapping: bool = False  # overlapping PAA windows, as pyts
     precompute: bool = True  # once per dataset when they fit train.image_memory; False: per batch
