@@ -2,7 +2,8 @@
 
 `rows` holds the vocabulary (``RunRow`` per run, ``GroupRow`` per config, the ``METRICS`` and
 what they mean); `reference` reads earlier numbers (``load_reference``, the lab's own
-``LAB_REFERENCE``, shipped beside it as ``reference_lab.toml``) and matches them to configs
+``LAB_REFERENCE``, shipped beside it as ``reference_lab.toml``, and ``WANG_OATES_REFERENCE``,
+both named in ``SHIPPED_REFERENCES``) and matches them to configs
 (``match_reference``, ``header``); `tables` collects a grid's runs (``collect``), aggregates them
 over seeds (``aggregate``) and writes results.md, results.csv and results.png (``markdown``,
 ``to_csv``, ``write_all``); `figure` draws the PNG (``plot``), importing matplotlib only then.
@@ -13,6 +14,8 @@ from __future__ import annotations
 from gafkd.results.figure import plot
 from gafkd.results.reference import (
     LAB_REFERENCE,
+    SHIPPED_REFERENCES,
+    WANG_OATES_REFERENCE,
     Reference,
     ReferenceRow,
     header,
@@ -44,7 +47,9 @@ __all__ = [
     "Reference",
     "ReferenceRow",
     "RunRow",
+    "SHIPPED_REFERENCES",
     "Status",
+    "WANG_OATES_REFERENCE",
     "aggregate",
     "collect",
     "header",

@@ -17,7 +17,7 @@ from gafkd.plan import plan_grid
 
 
 def test_shipped_grids_expand_to_the_labs_experiments() -> None:
-    assert set(shipped_grids()) == {"gaf_teachers", "kd_gaf", "kd_alpha"}
+    assert set(shipped_grids()) == {"gaf_teachers", "kd_gaf", "kd_alpha", "imaging_ucr"}
     teachers = expand(load_grid("gaf_teachers"))
     assert len(teachers) == 4 * 4 * 3  # datasets x models x seeds
     kd_gaf = expand(load_grid("kd_gaf"))
