@@ -83,6 +83,7 @@ def test_dataset_preset_sets_data_and_imaging() -> None:
         ("kd_alpha", ["dataset=mnist"], "unknown dataset 'mnist'"),
         ("kd_alpha", [], "data.path is empty"),
         ("kd_alpha", ["data.path=no/such/folder"], "dataset path no/such/folder does not exist"),
+        ("imaging_ucr", ["data.path=no/such/set"], "dataset path no/such/set does not exist"),
     ],
 )
 def test_bad_launch_input_fails_before_anything_runs(
