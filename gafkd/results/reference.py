@@ -4,7 +4,8 @@ A reference file (TOML, see `load_reference` and docs/results.md) lists rows, ea
 one config of a grid by its group id or by stage + axis values (`match_reference`). The lab's
 own notes ship as `LAB_REFERENCE`, and what we have of Wang & Oates' table as
 `WANG_OATES_REFERENCE`; `load_reference` takes either by name (`SHIPPED_REFERENCES`). Reading
-the file is the only effect; matching is pure. `header` says what the numbers are: which accuracy, the std convention, and the reference's.
+the file is the only effect; matching is pure. `header` says what the numbers are: which
+accuracy, the std convention, and the reference's.
 """
 
 from __future__ import annotations
