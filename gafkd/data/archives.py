@@ -253,7 +253,7 @@ def _parse_ts(path: Path, text: str) -> _File:
             continue
         *parts, label = line.strip().split(":")
         label = label.strip()
-        if not parts or (declared and label not in declared):
+        if not parts or not label or (declared and label not in declared):
             raise _damaged(
                 path, number, f"label {label[:40]!r} is not one of @classLabel {declared}"
             )

@@ -281,3 +281,18 @@ def test_run_config_split_defaults_to_the_archive_for_ucr_only() -> None:
         from_dict({"data": {"source": "watch", "name": "GunPoint"}})
     with pytest.raises(ConfigError, match="keeps the archive's test set"):
         from_dict({"data": {"source": "ucr", "name": "Coffee", "test_subjects": [1]}})
+
+
+def test_a_run_on_ucr_keeps_the_archive_test_set_and_holds_val_out_of_train() -> None:
+    from gafkd.run import load_split  # imports torch
+
+    config = from_dict({"data": {"source": "ucr", "name": "Coffee", "val_fraction": 0.25}})
+    split = load_split(config)
+    assert split.val is not None
+    assert (len(split.train), len(split.val), len(split.test)) == (21, 7, 28)
+    assert set(split.test.subjects.tolist()) == set(range(28, 56))  # the archive's TEST file
+    assert len(split.channel_mean) == 1  # standardised with train statistics
+    subject = load_split(
+        from_dict({"data": {"source": "ucr", "name": "Coffee", "split": "subject"}})
+    )
+    assert len(subject.test) == round(0.2 * 56)  # a random split of all 56 series
