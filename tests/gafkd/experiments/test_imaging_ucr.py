@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from gafkd.grid import expand, load_grid
-from gafkd.launch import launch, print_results
+from gafkd.experiments.grid import expand, load_grid
+from gafkd.experiments.launch import launch, print_results
 from gafkd.results import load_reference
 
 
