@@ -12,12 +12,10 @@ from getpass import getpass
 from pathlib import Path
 from typing import Any
 
-from provisioning import code, conda, envs, folders, gpu, power, system
+from provisioning import code, conda, envs, folders, gpu, power, slurm, system
 from provisioning.core import ProvisionError
 from provisioning.hosts import connect, select_hosts
 from provisioning.runner import Outcome, Step, run_hosts
-from provisioning.slurm import STEPS as SLURM_STEPS
-from provisioning.slurm import run_cluster
 
 STEPS: dict[str, Step] = {  # in this order
     "system": system.check_os,
@@ -31,6 +29,7 @@ STEPS: dict[str, Step] = {  # in this order
     "power": power.ensure_power,
     "sync": code.ensure_code,
 }
+SLURM_STEPS = slurm.STEPS  # after the host steps, step by step across the cluster
 ALL_STEPS = (*STEPS, *SLURM_STEPS)
 
 
@@ -68,6 +67,6 @@ def run_steps(
     cluster = [name for name in names if name in SLURM_STEPS]  # after the others, step-wise
     failed = frozenset(o.host for o in outcomes if o.status == "failed")
     return outcomes + (
-        run_cluster(hosts, connect, cluster, dry=dry, echo=echo, sudo_password=password,
+        slurm.run_cluster(hosts, connect, cluster, dry=dry, echo=echo, sudo_password=password,
                     failed=failed) if cluster else []
     )  # fmt: skip

@@ -86,7 +86,7 @@ def test_no_task_body_is_over_fifteen_lines(tmp_path: Path) -> None:
     assert {name: size for name, size in sizes.items() if size > 15} == {}
     fat = tmp_path / "tasks.py"
     fat.write_text(
-        "@task(help={})\ndef big(c):\n    \"\"\"Doc.\"\"\"\n    import os\n\n"
+        '@task(help={})\ndef big(c):\n    """Doc."""\n    import os\n\n'
         + "".join(f"    x{i} = {i}\n" for i in range(16))
     )
     assert task_body_lines(fat) == {"big": 16}
