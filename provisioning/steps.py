@@ -66,7 +66,8 @@ def run_steps(
     )
     cluster = [name for name in names if name in SLURM_STEPS]  # after the others, step-wise
     failed = frozenset(o.host for o in outcomes if o.status == "failed")
-    return outcomes + (
-        slurm.run_cluster(hosts, connect, cluster, dry=dry, echo=echo, sudo_password=password,
-                    failed=failed) if cluster else []
-    )  # fmt: skip
+    if not cluster:
+        return outcomes
+    return outcomes + slurm.run_cluster(
+        hosts, connect, cluster, dry=dry, echo=echo, sudo_password=password, failed=failed
+    )
