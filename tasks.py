@@ -3,10 +3,11 @@
 Each task parses its options, calls one function in gafkd/ or provisioning/ and prints the
 result. ConfigError, TrainingError and ProvisionError become one ``error:`` line here
 (`user_errors`), and nowhere else. What a task needs beyond that lives in the packages:
-connecting hosts (provisioning.hosts), the runner's command line (gafkd.launch.launch_flags),
-requests to a host (provisioning.remote), screens (gafkd.screen, gafkd.status), the steps of
-provisioning and their report (provisioning.steps, provisioning.runner). gafkd is imported
-inside the tasks, so that ``invoke --list`` and ``invoke provision`` do not load it, nor torch.
+connecting hosts (provisioning.hosts), the runner's command line
+(gafkd.experiments.launch.launch_flags), requests to a host (provisioning.remote), screens
+(gafkd.experiments.screen and .status), the steps of provisioning and their report
+(provisioning.steps, provisioning.runner). gafkd is imported inside the tasks, so that
+``invoke --list`` and ``invoke provision`` load neither it nor torch (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from provisioning.runner import fail_on_errors, print_report
 from provisioning.steps import ALL_STEPS, SLURM_STEPS
 
 if TYPE_CHECKING:
-    from gafkd.launch import LaunchOptions
+    from gafkd.experiments.launch import LaunchOptions
 
 SET_HELP = "override a config field or a grid axis, e.g. --set train.epochs=5 (repeatable)"
 ROOT_HELP = "the folder that holds runs/ (default: here)"
@@ -58,7 +59,7 @@ def launch_on_host(
     """Glue of ``launch --host``: gafkd checks and words the options, provisioning.remote
     syncs the code and sends them; nothing reaches the host before gafkd's checks."""
     from gafkd import __version__
-    from gafkd import launch as launcher
+    from gafkd.experiments import launch as launcher
 
     launcher.check_for_host(options, foreground=foreground)
     lab, connection = hosts.connect_one(host, configured(c))
@@ -124,7 +125,7 @@ def launch(
     rerun_changed: bool = False,
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
-    from gafkd import launch as launcher
+    from gafkd.experiments import launch as launcher
 
     with user_errors():
         options = launcher.parse_options(
@@ -161,9 +162,9 @@ def status(
     host: str = "",
 ) -> None:
     """GPUs, their health and other users' processes, and each batch's progress, on one screen."""
-    from gafkd.batch import check_grid_name
     from gafkd.cli import show_status
-    from gafkd.status import show_hosts
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.status import show_hosts
 
     with user_errors():
         if grid:
@@ -185,8 +186,8 @@ def status(
 )
 def results(c: Context, grid: str, reference: str = "", root: str = ".", host: str = "") -> None:
     """Mean ± std over seeds per config: a markdown table, CSV and a PNG plot."""
-    from gafkd.batch import check_grid_name
-    from gafkd.launch import print_results
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     with user_errors():
@@ -208,8 +209,8 @@ def results(c: Context, grid: str, reference: str = "", root: str = ".", host: s
 )
 def cancel(c: Context, grid: str, run: str = "", root: str = ".", host: str = "") -> None:
     """Stop a run, or a whole batch, cleanly: marked cancelled (not failed), resumable later."""
-    from gafkd.batch import check_grid_name
-    from gafkd.control import cancel as cancel_runs
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.control import cancel as cancel_runs
 
     with user_errors():
         check_grid_name(grid)
@@ -234,8 +235,8 @@ def logs(
     c: Context, run: str, grid: str = "", follow: bool = False, root: str = ".", host: str = ""
 ) -> None:
     """Show a run's log (its training output), optionally following it."""
-    from gafkd.batch import check_grid_name
-    from gafkd.control import show_log
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.control import show_log
 
     with user_errors():
         if grid:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from gafkd.config import ConfigError, TrainingError, load_config
 
 if TYPE_CHECKING:
-    from gafkd.launch import LaunchOptions
+    from gafkd.experiments.launch import LaunchOptions
 
 
 def builtin_configs() -> dict[str, Path]:
@@ -47,10 +47,10 @@ def show_status(
 
     from rich.console import Console
 
-    from gafkd import status
+    from gafkd.experiments import status
 
     if grid is not None:
-        from gafkd.batch import check_grid_name
+        from gafkd.experiments.batchdir import check_grid_name
 
         check_grid_name(grid)
     if watch:
@@ -63,7 +63,7 @@ def show_status(
 
 
 def gpu_list(text: str) -> list[int]:
-    from gafkd.launch import parse_gpus
+    from gafkd.experiments.launch import parse_gpus
 
     try:
         return parse_gpus(text)
@@ -179,7 +179,7 @@ def _configs(args: argparse.Namespace) -> None:
 
 
 def _grids(args: argparse.Namespace) -> None:
-    from gafkd.grid import load_grid, shipped_grids
+    from gafkd.experiments.grid import load_grid, shipped_grids
 
     for name in shipped_grids():
         print(f"{name}\t{load_grid(name).description}")
@@ -192,7 +192,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _launch(args: argparse.Namespace) -> None:
-    from gafkd.launch import launch_with
+    from gafkd.experiments.launch import launch_with
 
     options = launch_options(args)
     launch_with(args.grid, args.root, options, dry=args.dry, foreground=args.foreground)
@@ -200,7 +200,7 @@ def _launch(args: argparse.Namespace) -> None:
 
 def launch_options(args: argparse.Namespace) -> LaunchOptions:
     """The `LaunchOptions` of a parsed ``gafkd launch`` (what `launch_flags` wrote)."""
-    from gafkd.launch import LaunchOptions
+    from gafkd.experiments.launch import LaunchOptions
 
     return LaunchOptions(
         overrides=tuple(args.overrides),
@@ -220,7 +220,7 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _results(args: argparse.Namespace) -> None:
-    from gafkd.launch import print_results
+    from gafkd.experiments.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     reference = LAB_REFERENCE if args.reference == "lab" else args.reference
@@ -228,28 +228,28 @@ def _results(args: argparse.Namespace) -> None:
 
 
 def _cancel(args: argparse.Namespace) -> None:
-    from gafkd.control import cancel
+    from gafkd.experiments.control import cancel
 
     cancel(args.root, args.grid, args.run)
 
 
 def _logs(args: argparse.Namespace) -> None:
-    from gafkd.control import show_log
+    from gafkd.experiments.control import show_log
 
     show_log(args.root, args.run, args.grid, follow=args.follow)
 
 
 def _batch_run(args: argparse.Namespace) -> None:
     """The detached runner ``launch`` starts; when the batch ends, its @reboot line goes."""
-    from gafkd.batch import run_batch
-    from gafkd.launch import choose_slots
+    from gafkd.experiments.launch import choose_slots
+    from gafkd.experiments.runner import run_batch
 
     slots, _ = choose_slots(args.per_gpu, args.gpus)
     states = run_batch(
         args.root, args.grid, slots, retries=args.retries, queue=args.queue, lock_fd=args.lock_fd
     )
     if not any(state.status in ("queued", "running") for state in states.values()):
-        from gafkd import reboot
+        from gafkd.experiments import reboot
 
         reboot.remove(args.root, args.grid)  # the batch ended: nothing to resume at boot
 

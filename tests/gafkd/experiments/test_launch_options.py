@@ -13,7 +13,7 @@ import pytest
 
 from gafkd import cli
 from gafkd.config import ConfigError
-from gafkd.launch import (
+from gafkd.experiments.launch import (
     LaunchOptions,
     check_for_host,
     for_host,

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from gafkd import status
-from gafkd.screen import render_hosts
-from gafkd.status import collect, show_hosts
+from gafkd.experiments import status
+from gafkd.experiments.screen import render_hosts
+from gafkd.experiments.status import collect, show_hosts
 
 
 def two_hosts(tmp_path: Path) -> dict[str, dict[str, Any]]:
