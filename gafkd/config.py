@@ -49,12 +49,15 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["geneactiv", "npz", "watch", "basic_motions"] = "watch"
-    path: str = ""  # GENEActiv root folder or .npz file; unused by the bundled sets
+    source: Literal["geneactiv", "npz", "watch", "basic_motions", "pamap2"] = "watch"
+    path: str = ""  # GENEActiv root, .npz file or PAMAP2 Protocol/ folder; unused by bundled sets
     window: int = 500  # samples per window (GENEActiv: the Window-size-<W> folder)
-    stride: int = 0  # windowing stride for long recordings (watch); 0 means window // 2
+    stride: int = 0  # windowing stride for recordings (watch, pamap2); 0 means window // 2
     classes: int = 14  # GENEActiv: 14, or 7 through the grouping in `mapping`
     mapping: str = ""  # 7-class grouping file; empty means the package default
+    channels: tuple[str, ...] = ()  # PAMAP2 channels, sensors or IMUs; empty: ["hand_acc16"]
+    max_gap: int = 20  # PAMAP2: longest NaN run filled, in samples at 100 Hz
+    downsample: int = 1  # PAMAP2: keep every k-th sample (2: 50 Hz)
     test_subjects: tuple[int, ...] = ()  # held-out subjects; empty means drawn by split_seed
     val_subjects: tuple[int, ...] = ()  # optional validation subjects
     test_fraction: float = 0.2  # share of subjects drawn for test when none are listed

@@ -101,6 +101,14 @@ def load_split(config: RunConfig) -> Split:
         "npz": {"path": cfg.path or None},
         "watch": {"window": cfg.window, "stride": cfg.stride or max(cfg.window // 2, 1)},
         "basic_motions": {},
+        "pamap2": {
+            "path": cfg.path or None,
+            "window": cfg.window,
+            "stride": cfg.stride or max(cfg.window // 2, 1),
+            "channels": cfg.channels or None,
+            "max_gap": cfg.max_gap,
+            "downsample": cfg.downsample,
+        },
     }
     if cfg.source == "geneactiv" and cfg.mapping:
         arguments["geneactiv"]["mapping"] = cfg.mapping

@@ -2,9 +2,10 @@
 
 A dataset is a ``SignalSet`` (`signalset`): ``(N, C, L)`` float32 windows with labels and
 subject ids. Sources (`sources`): ``load_npz`` and ``save_npz``, ``load_watch``,
-``load_basic_motions``, ``sliding_windows``, and ``load_dataset``, which picks one by the name a
-run config gives; the lab's GENEActiv ``.mat`` tree is ``load_geneactiv`` (`geneactiv`, with
-its 7-class mapping file ``geneactiv_7class.toml``). Subject splits and standardisation:
+``load_basic_motions``, and ``load_dataset``, which picks one by the name a run config gives;
+PAMAP2's Protocol files are ``load_pamap2`` (`pamap2`), cut with ``sliding_windows``
+(`window`); the lab's GENEActiv ``.mat`` tree is ``load_geneactiv`` (`geneactiv`, with its
+7-class mapping file ``geneactiv_7class.toml``). Subject splits and standardisation:
 ``split_by_subject``, ``Split``, ``standardize`` (`split`). Formats: ``docs/data.md``.
 
 ``import gafkd.data`` does not import scipy: ``load_geneactiv`` imports its module when called.
@@ -15,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from gafkd.data.pamap2 import load_pamap2
 from gafkd.data.signalset import SignalSet
 from gafkd.data.sources import (
     USED_ARGUMENTS,
@@ -37,6 +39,7 @@ __all__ = [
     "load_dataset",
     "load_geneactiv",
     "load_npz",
+    "load_pamap2",
     "load_watch",
     "save_npz",
     "sliding_windows",

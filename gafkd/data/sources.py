@@ -3,7 +3,8 @@
 Each source returns a :class:`~gafkd.data.signalset.SignalSet`: ``(N, C, L)`` float32 windows
 with labels and subject ids. Sources: the lab's GENEActiv ``.mat`` tree
 (:func:`gafkd.data.geneactiv.load_geneactiv`, imported only when asked for, since it needs scipy),
-a plain ``.npz`` file (:func:`load_npz`), and two small real datasets shipped inside PyPI
+a plain ``.npz`` file (:func:`load_npz`), PAMAP2's Protocol files
+(:func:`gafkd.data.pamap2.load_pamap2`), and two small real datasets shipped inside PyPI
 packages (:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by
 name. Formats: ``docs/data.md``.
 """
@@ -11,14 +12,16 @@ name. Formats: ``docs/data.md``.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import numpy.typing as npt
 
 from gafkd.config import ConfigError
+from gafkd.data.pamap2 import DEFAULT_CHANNELS, DEFAULT_MAX_GAP, load_pamap2
 from gafkd.data.signalset import SignalSet
+from gafkd.data.window import sliding_windows
 
 __all__ = [
     "USED_ARGUMENTS",
@@ -31,39 +34,14 @@ __all__ = [
     "sliding_windows",
 ]
 
-Source = Literal["geneactiv", "npz", "watch", "basic_motions"]
+Source = Literal["geneactiv", "npz", "watch", "basic_motions", "pamap2"]
 USED_ARGUMENTS: dict[str, set[str]] = {  # load_dataset's arguments each source reads
     "geneactiv": {"path", "window", "classes", "mapping"},
     "npz": {"path"},
     "watch": {"window", "stride"},
     "basic_motions": set(),
+    "pamap2": {"path", "window", "stride", "channels", "max_gap", "downsample"},
 }
-
-
-def sliding_windows(
-    recording: npt.NDArray[np.floating], window: int, stride: int
-) -> npt.NDArray[np.floating]:
-    """Cut a (C, T) recording into windows of ``window`` samples, ``stride`` apart.
-
-    Returns an array of shape (n_windows, C, window), n_windows = (T - window) // stride + 1,
-    or (0, C, window) when T < window. The result is a copy with the input's dtype.
-
-    Examples
-    --------
-    >>> sliding_windows(np.arange(10.0).reshape(1, 10), window=4, stride=3)[:, 0]
-    array([[0., 1., 2., 3.],
-           [3., 4., 5., 6.],
-           [6., 7., 8., 9.]])
-    """
-    recording = np.asarray(recording)
-    if recording.ndim != 2:
-        raise ValueError(f"recording must be (C, T), got shape {recording.shape}")
-    if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-    if recording.shape[1] < window:
-        return np.empty((0, recording.shape[0], window), recording.dtype)
-    view = np.lib.stride_tricks.sliding_window_view(recording, window, axis=1)[:, ::stride]
-    return np.ascontiguousarray(view.transpose(1, 0, 2))
 
 
 def _npz_error(path: Path, problem: str) -> ConfigError:
@@ -213,13 +191,19 @@ def load_dataset(
     classes: Literal[14, 7] | None = None,
     stride: int | None = None,
     mapping: str | Path | None = None,
+    channels: Sequence[str] | None = None,
+    max_gap: int | None = None,
+    downsample: int | None = None,
 ) -> SignalSet:
     """Load a dataset by source name, as the trainer config names it.
 
     ``geneactiv``: ``path`` is the root holding ``Window-size-<window>/``; ``window`` defaults
     to 500, ``classes`` to 14, ``mapping`` is a 7-class TOML file (default: the shipped one).
     ``npz``: ``path`` is the file. ``watch``: ``window`` defaults to 100, ``stride`` to 50.
-    ``basic_motions``: no arguments. An argument the source does not use must be None.
+    ``basic_motions``: no arguments. ``pamap2``: ``path`` is the ``Protocol/`` folder; ``window``
+    defaults to 500, ``stride`` to ``window // 2``, ``channels`` to the hand IMU's ±16 g
+    accelerometer, ``max_gap`` to 20, ``downsample`` to 1 (:func:`gafkd.data.pamap2.read_pamap2`).
+    An argument the source does not use must be None.
     """
     if source not in get_args(Source):
         raise ConfigError(f"unknown data source {source!r}; choose one of {get_args(Source)}")
@@ -229,12 +213,15 @@ def load_dataset(
         "classes": classes,
         "stride": stride,
         "mapping": mapping,
+        "channels": channels,
+        "max_gap": max_gap,
+        "downsample": downsample,
     }
     used = USED_ARGUMENTS[source]
     unused = sorted(k for k, v in given.items() if v is not None and k not in used)
     if unused:
         raise ConfigError(f"source {source!r} does not use {unused}; leave them unset")
-    if source in ("geneactiv", "npz") and path is None:
+    if source in ("geneactiv", "npz", "pamap2") and path is None:
         raise ConfigError(f"source {source!r} needs a path (the data root or .npz file)")
     if source == "geneactiv":
         from gafkd.data.geneactiv import load_geneactiv
@@ -246,4 +233,14 @@ def load_dataset(
         return load_npz(path)
     if source == "watch":
         return load_watch(window or 100, stride or 50)
+    if source == "pamap2":
+        assert path is not None
+        return load_pamap2(
+            path,
+            window or 500,
+            stride,
+            channels or DEFAULT_CHANNELS,
+            DEFAULT_MAX_GAP if max_gap is None else max_gap,
+            downsample or 1,
+        )
     return load_basic_motions()
