@@ -135,7 +135,7 @@ def read_pamap2(
         ("downsample", downsample, 1),
     ]:
         if not isinstance(value, int) or value < least:
-            raise ConfigError(f"pamap2: {key} must be >= {least}, got {value!r}")
+            raise ConfigError(f"pamap2: data.{key} must be >= {least}, got {value!r}")
     names = channel_names(channels)
     columns = [CHANNELS[name] for name in names]
     pieces: list[npt.NDArray[np.float32]] = []
