@@ -43,10 +43,10 @@ def show_status(
 
     from rich.console import Console
 
-    from gafkd import status
+    from gafkd.experiments import status
 
     if grid is not None:
-        from gafkd.batch import check_grid_name
+        from gafkd.experiments.batchdir import check_grid_name
 
         check_grid_name(grid)
     if watch:
@@ -59,7 +59,7 @@ def show_status(
 
 
 def gpu_list(text: str) -> list[int]:
-    from gafkd.launch import parse_gpus
+    from gafkd.experiments.launch import parse_gpus
 
     try:
         return parse_gpus(text)
@@ -175,7 +175,7 @@ def _configs(args: argparse.Namespace) -> None:
 
 
 def _grids(args: argparse.Namespace) -> None:
-    from gafkd.grid import load_grid, shipped_grids
+    from gafkd.experiments.grid import load_grid, shipped_grids
 
     for name in shipped_grids():
         print(f"{name}\t{load_grid(name).description}")
@@ -188,7 +188,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _launch(args: argparse.Namespace) -> None:
-    from gafkd.launch import launch
+    from gafkd.experiments.launch import launch
 
     launch(
         args.grid,
@@ -212,7 +212,7 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _results(args: argparse.Namespace) -> None:
-    from gafkd.launch import print_results
+    from gafkd.experiments.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     reference = LAB_REFERENCE if args.reference == "lab" else args.reference
@@ -220,28 +220,28 @@ def _results(args: argparse.Namespace) -> None:
 
 
 def _cancel(args: argparse.Namespace) -> None:
-    from gafkd.control import cancel
+    from gafkd.experiments.control import cancel
 
     cancel(args.root, args.grid, args.run)
 
 
 def _logs(args: argparse.Namespace) -> None:
-    from gafkd.control import show_log
+    from gafkd.experiments.control import show_log
 
     show_log(args.root, args.run, args.grid, follow=args.follow)
 
 
 def _batch_run(args: argparse.Namespace) -> None:
     """The detached runner ``launch`` starts; when the batch ends, its @reboot line goes."""
-    from gafkd.batch import run_batch
-    from gafkd.launch import choose_slots
+    from gafkd.experiments.launch import choose_slots
+    from gafkd.experiments.runner import run_batch
 
     slots, _ = choose_slots(args.per_gpu, args.gpus)
     states = run_batch(
         args.root, args.grid, slots, retries=args.retries, queue=args.queue, lock_fd=args.lock_fd
     )
     if not any(state.status in ("queued", "running") for state in states.values()):
-        from gafkd import reboot
+        from gafkd.experiments import reboot
 
         reboot.remove(args.root, args.grid)  # the batch ended: nothing to resume at boot
 

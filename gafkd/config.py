@@ -196,7 +196,8 @@ def check_override(item: str) -> Any:
 
     Values reach the sbatch script, the runner's command lines and TOML files, so a newline,
     tab or other control character in the key, the text or a parsed string is one error naming
-    the key. ``slurm.*`` settings are kept as text (:mod:`gafkd.slurm`), the rest read as TOML.
+    the key. ``slurm.*`` settings are kept as text (:mod:`gafkd.experiments.slurm`), the rest read
+    as TOML.
     """
     key, _, raw = item.partition("=")
     key = key.strip()

@@ -2,12 +2,12 @@
 folder (``lab-folders`` step).
 
 The run queue is the folder where every lab member's batch runner takes its GPU slots. gafkd's
-runners keep their per-GPU limit across users by locking one file per slot in this
-folder (gafkd/hostqueue.py), so it belongs to the lab group and to no one else: owned by root
-and the group, mode 3770: setgid, so the files in it belong to the group too, and sticky, so a
-member can remove or replace only their own files there, never another member's slot. A folder
-an earlier gafkd made 2770 gets the sticky bit. ``invoke launch --host`` hands it to the runner
-when it exists. Undo: docs/provisioning.md.
+runners keep their per-GPU limit across users by locking one file per slot in this folder
+(gafkd/experiments/hostqueue.py), so it belongs to the lab group and to no one else: owned by
+root and the group, mode 3770: setgid, so the files in it belong to the group too, and sticky,
+so a member can remove or replace only their own files there, never another member's slot. A
+folder an earlier gafkd made 2770 gets the sticky bit. ``invoke launch --host`` hands it to the
+runner when it exists. Undo: docs/provisioning.md.
 """
 
 from __future__ import annotations

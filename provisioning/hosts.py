@@ -165,7 +165,7 @@ def _slurm_settings(alias: str, table: Any) -> tuple[str, ...]:
     """hosts.<alias>.slurm (partition, account, qos, time_min, ...) as slurm.KEY=VALUE items.
 
     Provisioning only carries them; `invoke launch --host` checks the keys and values where it
-    uses them (`gafkd.slurm.check_host_settings`)."""
+    uses them (`gafkd.experiments.slurm.check_host_settings`)."""
     if not isinstance(table, Mapping):
         raise ProvisionError(
             f"invoke.yaml hosts.{alias}.slurm is {table!r}; expected a mapping such as "

@@ -57,7 +57,7 @@ def host_screen(statuses: dict[str, dict[str, Any]]) -> Any:
     from rich.console import Group
     from rich.rule import Rule
 
-    from gafkd.screen import render
+    from gafkd.experiments.screen import render
 
     parts = [(Rule(alias, align="left"), render(status)) for alias, status in statuses.items()]
     return Group(*(part for pair in parts for part in pair))
@@ -148,7 +148,7 @@ def launch(
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
     from gafkd import __version__
-    from gafkd import launch as launcher
+    from gafkd.experiments import launch as launcher
 
     with user_errors():
         gpu_list = launcher.parse_gpus(gpus) if gpus else None
@@ -157,7 +157,7 @@ def launch(
             if foreground:
                 raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
             from gafkd.config import check_override
-            from gafkd.slurm import check_host_settings
+            from gafkd.experiments.slurm import check_host_settings
             from provisioning import remote
 
             for item in set or []:
@@ -207,8 +207,8 @@ def status(
     host: str = "",
 ) -> None:
     """GPUs, their health and other users' processes, and each batch's progress, on one screen."""
-    from gafkd.batch import check_grid_name
     from gafkd.cli import show_status
+    from gafkd.experiments.batchdir import check_grid_name
 
     with user_errors():
         if grid:
@@ -229,8 +229,8 @@ def status(
 )
 def results(c: Context, grid: str, reference: str = "", root: str = ".", host: str = "") -> None:
     """Mean ± std over seeds per config: a markdown table, CSV and a PNG plot."""
-    from gafkd.batch import check_grid_name
-    from gafkd.launch import print_results
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.launch import print_results
     from gafkd.results import LAB_REFERENCE
 
     with user_errors():
@@ -255,8 +255,8 @@ def results(c: Context, grid: str, reference: str = "", root: str = ".", host: s
 )
 def cancel(c: Context, grid: str, run: str = "", root: str = ".", host: str = "") -> None:
     """Stop a run, or a whole batch, cleanly: marked cancelled (not failed), resumable later."""
-    from gafkd.batch import check_grid_name
-    from gafkd.control import cancel as cancel_runs
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.control import cancel as cancel_runs
 
     with user_errors():
         check_grid_name(grid)
@@ -284,8 +284,8 @@ def logs(
     c: Context, run: str, grid: str = "", follow: bool = False, root: str = ".", host: str = ""
 ) -> None:
     """Show a run's log (its training output), optionally following it."""
-    from gafkd.batch import check_grid_name
-    from gafkd.control import show_log
+    from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.control import show_log
 
     with user_errors():
         if grid:

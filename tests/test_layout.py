@@ -24,8 +24,10 @@ def test_gafkd_imports_without_fabric_or_invoke() -> None:
 def test_status_launch_and_the_runner_import_without_torch() -> None:
     """`gafkd status` on a lab host is one ssh round trip; importing torch would cost ~2 s."""
     code = (
-        "import sys, gafkd.cli, gafkd.status, gafkd.launch, gafkd.batch, gafkd.control, "
-        "gafkd.slurm, gafkd.slurm_state, gafkd.hostqueue, gafkd.reboot\n"
+        "import sys, gafkd.cli, gafkd.experiments, gafkd.experiments.status, "
+        "gafkd.experiments.launch, gafkd.experiments.runner, gafkd.experiments.batchdir, "
+        "gafkd.experiments.control, gafkd.experiments.slurm, gafkd.experiments.slurm_state, "
+        "gafkd.experiments.hostqueue, gafkd.experiments.reboot\n"
         "print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

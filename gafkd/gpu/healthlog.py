@@ -1,9 +1,10 @@
 """The health log: reading back what the GPU health monitor appends to ``health.jsonl``.
 
 `health_log` gives the last verdict per GPU, shaped like ``state.json``'s ``"gpus"``, for
-`gafkd.status` (a local batch's ``.batch/health.jsonl``) and `gafkd.slurm_state` (each Slurm
-run's own). `last_lines` reads only the end of a JSON-lines file, so a screen refreshing every
-few seconds stays cheap; status reads the last epoch of ``metrics.jsonl`` with it too.
+`gafkd.experiments.status` (a local batch's ``.batch/health.jsonl``) and
+`gafkd.experiments.slurm_state` (each Slurm run's own). `last_lines` reads only the end of a
+JSON-lines file, so a screen refreshing every few seconds stays cheap; status reads the last epoch
+of ``metrics.jsonl`` with it too.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from gafkd.imaging.markov import Strategy, _check_mtf_params, _mtf_rows
-from gafkd.imaging.series import _INTS, Series, Size, _as_series, _paa_rows, _size
+from gafkd.imaging.markov import Strategy, check_mtf_params, mtf_rows
+from gafkd.imaging.series import INT_TYPES, Series, Size, as_series, paa_rows, resolve_size
 
 __all__ = ["Layout", "Method", "SampleRange", "encode", "gadf", "gasf", "n_image_channels", "qgaf"]
 
@@ -60,7 +60,7 @@ def _angles(
     rows: torch.Tensor, image_size: int, sample_range: SampleRange, overlapping: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the polar angles of the PAA'd, rescaled rows: two (R, S) float64 tensors."""
-    reduced = _paa_rows(rows, image_size, overlapping)
+    reduced = paa_rows(rows, image_size, overlapping)
     if sample_range is None:
         low, high = (float(v) for v in torch.aminmax(reduced))
         if low < -1 or high > 1:
@@ -92,8 +92,8 @@ def _outer(
 def _gaf(
     X: Series, image_size: Size, sample_range: SampleRange, overlapping: bool, method: Method
 ) -> torch.Tensor:
-    rows, lead = _as_series(X)
-    size = _size(image_size, rows.shape[1])
+    rows, lead = as_series(X)
+    size = resolve_size(image_size, rows.shape[1])
     _check_sample_range(sample_range)
     cos, sin = _angles(rows, size, sample_range, overlapping)
     if method == "summation":  # cos(phi_i + phi_j)
@@ -202,12 +202,12 @@ def qgaf(
     tensor([[[1.0000, 0.7071],
              [0.7071, 1.0000]]], dtype=torch.float64)
     """
-    rows, lead = _as_series(X)
-    size = _size(image_size, rows.shape[1])
+    rows, lead = as_series(X)
+    size = resolve_size(image_size, rows.shape[1])
     _check_sample_range(sample_range)
     if method not in ("summation", "difference"):
         raise ValueError(f"'method' must be 'summation' or 'difference' (got {method!r})")
-    values = _paa_rows(rows, size, overlapping).double()
+    values = paa_rows(rows, size, overlapping).double()
     if sample_range is not None:
         values = _min_max(values, sample_range)
     cos, sin = torch.cos(2 * values), torch.sin(2 * values)
@@ -223,7 +223,7 @@ def n_image_channels(n_channels: int, layout: Layout) -> int:
     >>> n_image_channels(3, "gasf"), n_image_channels(3, "compound")
     (3, 9)
     """
-    if isinstance(n_channels, bool) or not isinstance(n_channels, _INTS) or n_channels < 1:
+    if isinstance(n_channels, bool) or not isinstance(n_channels, INT_TYPES) or n_channels < 1:
         raise ValueError(f"'n_channels' must be a positive integer (got {n_channels!r})")
     if layout not in ("gasf", "compound"):
         raise ValueError(f"'layout' must be 'gasf' or 'compound' (got {layout!r})")
@@ -267,7 +267,7 @@ def encode(
     >>> encode(torch.randn(2, 3, 100), layout="compound", image_size=16).shape
     torch.Size([2, 9, 16, 16])
     """
-    rows, lead = _as_series(X)
+    rows, lead = as_series(X)
     if len(lead) != 2:
         raise ValueError(
             "encode expects X of shape (n_samples, n_channels, n_timestamps) "
@@ -275,10 +275,10 @@ def encode(
         )
     n_samples, n_channels = lead
     n_image_channels(n_channels, layout)
-    size = _size(image_size, rows.shape[1])
+    size = resolve_size(image_size, rows.shape[1])
     _check_sample_range(sample_range)
     if layout == "compound":
-        _check_mtf_params(n_bins, strategy)
+        check_mtf_params(n_bins, strategy)
     cos, sin = (t.view(*lead, size) for t in _angles(rows, size, sample_range, overlapping))
     if layout == "gasf":
         return _outer(cos, cos, sin, sin, -1.0, rows.dtype)
@@ -286,6 +286,6 @@ def encode(
     images = torch.empty(shape, dtype=rows.dtype, device=rows.device)  # filled in place
     _outer(cos, cos, sin, sin, -1.0, rows.dtype, out=images[:, :n_channels])
     _outer(sin, cos, cos, sin, -1.0, rows.dtype, out=images[:, n_channels : 2 * n_channels])
-    markov = _mtf_rows(rows, lead, size, int(n_bins), strategy, overlapping)
+    markov = mtf_rows(rows, lead, size, int(n_bins), strategy, overlapping)
     images[:, 2 * n_channels :] = markov.view(*lead, size, size)
     return images

@@ -19,15 +19,23 @@ import numpy as np
 import torch
 from scipy.stats import norm
 
-from gafkd.imaging.series import _INTS, Series, Size, _as_series, _members, _segments, _size
+from gafkd.imaging.series import (
+    INT_TYPES,
+    Series,
+    Size,
+    as_series,
+    resolve_size,
+    segment_bounds,
+    segment_members,
+)
 
 Strategy = Literal["quantile", "uniform", "normal"]
 
 _CHUNK = 4096  # series per MTF chunk: bounds the (chunk, L) float64 and int64 intermediates
 
 
-def _check_mtf_params(n_bins: int, strategy: str) -> None:
-    if isinstance(n_bins, bool) or not isinstance(n_bins, _INTS):
+def check_mtf_params(n_bins: int, strategy: str) -> None:
+    if isinstance(n_bins, bool) or not isinstance(n_bins, INT_TYPES):
         raise TypeError(f"'n_bins' must be an integer (got {n_bins!r})")
     if n_bins < 2:
         raise ValueError(f"'n_bins' must be greater than or equal to 2 (got {n_bins})")
@@ -75,7 +83,7 @@ def _bins(rows: torch.Tensor, n_bins: int, strategy: Strategy) -> tuple[torch.Te
     return binned.long(), merged
 
 
-def _mtf_rows(
+def mtf_rows(
     rows: torch.Tensor,
     lead: tuple[int, ...],
     image_size: int,
@@ -91,8 +99,8 @@ def _mtf_rows(
         start = np.arange(0, n_timestamps, window, dtype=np.int64)
         end = start + window
     else:
-        start, end = _segments(n_timestamps, window + 1, overlapping, image_size)
-    timestamps, blocks = _members(start, end, device)
+        start, end = segment_bounds(n_timestamps, window + 1, overlapping, image_size)
+    timestamps, blocks = segment_members(start, end, device)
     partition = len(timestamps) == n_timestamps  # each timestamp in exactly one block
     block_offsets = blocks * n_bins
     inverse_sizes = 1 / torch.from_numpy(end - start).to(device, torch.float64)
@@ -170,8 +178,8 @@ def mtf(
     tensor([[[0.5000, 0.5000],
              [0.0000, 1.0000]]], dtype=torch.float64)
     """
-    rows, lead = _as_series(X)
-    size = _size(image_size, rows.shape[1])
-    _check_mtf_params(n_bins, strategy)
-    images = _mtf_rows(rows, lead, size, int(n_bins), strategy, overlapping)
+    rows, lead = as_series(X)
+    size = resolve_size(image_size, rows.shape[1])
+    check_mtf_params(n_bins, strategy)
+    images = mtf_rows(rows, lead, size, int(n_bins), strategy, overlapping)
     return images.reshape(*lead, size, size)

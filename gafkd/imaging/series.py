@@ -1,9 +1,9 @@
 """Time series going into the imaging functions: validation, window bounds and PAA.
 
-`_as_series` checks an (N, L) or (N, C, L) array or tensor and returns finite (N*C, L) rows in
+`as_series` checks an (N, L) or (N, C, L) array or tensor and returns finite (N*C, L) rows in
 the compute dtype: float32 (also float16, bfloat16) becomes float32, float64 and non-float
-dtypes float64; numpy input lands on the CPU. `_size` resolves an output size as pyts does,
-`_segments` and `_members` give pyts' window bounds, and `paa` (re-exported by
+dtypes float64; numpy input lands on the CPU. `resolve_size` resolves an output size as pyts does,
+`segment_bounds` and `segment_members` give pyts' window bounds, and `paa` (re-exported by
 `gafkd.imaging`) is the piecewise aggregate approximation the GAFs start from. Shared by
 `gafkd.imaging.gaf` (GAF) and `gafkd.imaging.markov` (MTF).
 """
@@ -20,10 +20,10 @@ import torch
 Series = npt.ArrayLike | torch.Tensor
 Size = int | float | np.integer[Any] | np.floating[Any]
 
-_INTS = (int, np.integer)
+INT_TYPES = (int, np.integer)
 
 
-def _as_series(X: Series) -> tuple[torch.Tensor, tuple[int, ...]]:
+def as_series(X: Series) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Validate X; return it as finite (N*C, L) rows in the compute dtype, and (N,) or (N, C)."""
     if not isinstance(X, torch.Tensor):
         array = np.asarray(X)
@@ -60,11 +60,11 @@ def _as_series(X: Series) -> tuple[torch.Tensor, tuple[int, ...]]:
     return rows, lead
 
 
-def _size(value: Size, n_timestamps: int, name: str = "image_size") -> int:
+def resolve_size(value: Size, n_timestamps: int, name: str = "image_size") -> int:
     """Output size as pyts: an int in [1, n_timestamps], or a float fraction in (0, 1] -> ceil."""
-    if isinstance(value, bool) or not isinstance(value, (*_INTS, float, np.floating)):
+    if isinstance(value, bool) or not isinstance(value, (*INT_TYPES, float, np.floating)):
         raise TypeError(f"'{name}' must be an int or a float (got {value!r})")
-    if isinstance(value, _INTS):
+    if isinstance(value, INT_TYPES):
         if not 1 <= value <= n_timestamps:
             raise ValueError(
                 f"If '{name}' is an integer, it must be between 1 and n_timestamps = "
@@ -79,7 +79,7 @@ def _size(value: Size, n_timestamps: int, name: str = "image_size") -> int:
     return math.ceil(value * n_timestamps)
 
 
-def _segments(
+def segment_bounds(
     n_timestamps: int, window: int, overlapping: bool, n_segments: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """Start and end of each window, exactly as ``pyts.utils.segmentation``."""
@@ -91,7 +91,7 @@ def _segments(
     return start, start + window
 
 
-def _members(
+def segment_members(
     start: npt.NDArray[np.int64], end: npt.NDArray[np.int64], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(timestamp, window) index pairs covering every window, as two int64 tensors."""
@@ -102,14 +102,14 @@ def _members(
     return torch.from_numpy(timestamps).to(device), torch.from_numpy(windows).to(device)
 
 
-def _paa_rows(rows: torch.Tensor, output_size: int, overlapping: bool) -> torch.Tensor:
+def paa_rows(rows: torch.Tensor, output_size: int, overlapping: bool) -> torch.Tensor:
     """Piecewise aggregate approximation (R, L) -> (R, output_size): one matmul with 0/1 windows."""
     n_timestamps = rows.shape[1]
     window = -(-n_timestamps // output_size)
     if window == 1:  # output_size == n_timestamps: pyts returns X unchanged
         return rows
-    start, end = _segments(n_timestamps, window, overlapping, output_size)
-    timestamps, windows = _members(start, end, rows.device)
+    start, end = segment_bounds(n_timestamps, window, overlapping, output_size)
+    timestamps, windows = segment_members(start, end, rows.device)
     indicator = torch.zeros(n_timestamps, output_size, dtype=rows.dtype, device=rows.device)
     indicator[timestamps, windows] = 1
     sizes = torch.from_numpy(end - start).to(rows)
@@ -143,6 +143,6 @@ def paa(X: Series, output_size: Size, overlapping: bool = False) -> torch.Tensor
     >>> paa([[0.0, 1, 2, 3, 4, 5, 6, 7, 8, 9]], output_size=4)
     tensor([[0.5000, 3.0000, 5.5000, 8.0000]], dtype=torch.float64)
     """
-    rows, lead = _as_series(X)
-    size = _size(output_size, rows.shape[1], "output_size")
-    return _paa_rows(rows, size, overlapping).reshape(*lead, size)
+    rows, lead = as_series(X)
+    size = resolve_size(output_size, rows.shape[1], "output_size")
+    return paa_rows(rows, size, overlapping).reshape(*lead, size)

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from gafkd import rundir
-from gafkd.batch import read_plan_file, read_state_file
 from gafkd.config import ConfigError, dotted
+from gafkd.experiments.batchdir import read_plan_file, read_state_file
 from gafkd.results.figure import plot
 from gafkd.results.reference import Reference, header, load_reference, match_reference
 from gafkd.results.rows import (

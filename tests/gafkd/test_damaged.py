@@ -25,7 +25,7 @@ import scipy.io
 
 from gafkd import cli, rundir
 from gafkd.config import dump_toml
-from gafkd.launch import launch
+from gafkd.experiments.launch import launch
 
 GRID = """
 name = "tiny"
@@ -336,7 +336,7 @@ def test_an_empty_or_garbled_error_txt_is_shown_as_such(
 
 
 def test_the_runner_names_an_empty_error_txt(tmp_path: Path) -> None:
-    from gafkd.batch import _error_line
+    from gafkd.experiments.runner import _error_line
 
     (tmp_path / "error.txt").write_text("")
     expected = (

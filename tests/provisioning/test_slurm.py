@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from provisioning import slurm
+from provisioning import slurm, slurm_conf
 from provisioning.core import STDIN, Command, ProvisionError, SkipStep, write_file
 from provisioning.hosts import Host, parse_host
 from provisioning.runner import plan
@@ -60,7 +60,7 @@ class SlurmHost(FakeConnection):
     ) -> None:
         units = {unit: "enabled" if unit in enabled else "disabled" for unit in CONTROLLER_UNITS}
         super().__init__(units=units, **kwargs)
-        self.installed = slurm.parse_installed(output("slurm_dpkg-query", packages))
+        self.installed = slurm_conf.parse_installed(output("slurm_dpkg-query", packages))
         self.slurmd, self.probe, self.cgroup = slurmd, output("nvml-probe", probe), cgroup
         self.key, self.stats, self.active = key, dict(stats or {}), set(active)
         self.can_sudo = sudo
@@ -144,8 +144,8 @@ def outcome(step: slurm.ClusterStep, connection: SlurmHost, host: Host, cluster:
 
 
 def test_parse_slurmd_reads_the_recorded_output() -> None:
-    node = slurm.parse_slurmd(vm(), "lab", gpus=1, cgroup=True)
-    assert node == slurm.Node("lab", "vm", 2, 1, 1, 2, 1, 24105, 1, True)
+    node = slurm_conf.parse_slurmd(vm(), "lab", gpus=1, cgroup=True)
+    assert node == slurm_conf.Node("lab", "vm", 2, 1, 1, 2, 1, 24105, 1, True)
 
 
 @pytest.mark.parametrize(
@@ -159,15 +159,15 @@ def test_parse_slurmd_reads_the_recorded_output() -> None:
 )
 def test_parse_slurmd_refuses_unparseable_output_and_odd_host_names(text, message) -> None:
     with pytest.raises(ProvisionError, match="^" + re.escape(message)):
-        slurm.parse_slurmd(text, "lab", gpus=0, cgroup=False)
+        slurm_conf.parse_slurmd(text, "lab", gpus=0, cgroup=False)
 
 
 def test_parse_installed_reads_dpkg_query() -> None:
-    assert slurm.parse_installed(output("slurm_dpkg-query", "controller")) == {
+    assert slurm_conf.parse_installed(output("slurm_dpkg-query", "controller")) == {
         *slurm.NODE_PACKAGES,
         *slurm.CONTROLLER_PACKAGES,
     }
-    assert slurm.parse_installed(output("slurm_dpkg-query", "none")) == set()
+    assert slurm_conf.parse_installed(output("slurm_dpkg-query", "none")) == set()
 
 
 def test_conf_changes_names_changed_added_and_removed_keys() -> None:
@@ -181,7 +181,7 @@ def test_conf_changes_names_changed_added_and_removed_keys() -> None:
 
 @pytest.mark.parametrize(("count", "files"), [(1, "/dev/nvidia0"), (4, "/dev/nvidia[0-3]")])
 def test_device_files_cover_every_gpu(count, files) -> None:
-    assert slurm.device_files(count) == files
+    assert slurm_conf.device_files(count) == files
 
 
 def test_parse_node_state_splits_state_and_reason(recorded) -> None:

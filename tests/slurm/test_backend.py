@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from gafkd import slurm
 from gafkd.config import ConfigError
-from gafkd.control import cancel
-from gafkd.launch import launch
+from gafkd.experiments import slurm
+from gafkd.experiments.control import cancel
+from gafkd.experiments.launch import launch
+from gafkd.experiments.status import collect
 from gafkd.results import write_all
-from gafkd.status import collect
 
 pytestmark = pytest.mark.slurm
 

@@ -261,8 +261,8 @@ def test_a_run_config_reads_pamap2_with_its_keys(tmp_path: Path) -> None:
 
 
 def test_the_pamap2_presets_need_a_path_and_read_it(tmp_path: Path) -> None:
-    from gafkd.grid import expand, load_grid
-    from gafkd.plan import plan_grid
+    from gafkd.experiments.grid import expand, load_grid
+    from gafkd.experiments.plan import plan_grid
 
     run = expand(load_grid("kd_alpha"), ["dataset=pamap2"])[0]
     assert run.config["data"]["source"] == "pamap2"

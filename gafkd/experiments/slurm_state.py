@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gafkd import rundir
-from gafkd.batch import CANCELLED, SLURM_FILE, read_plan_file, read_slurm_record
+from gafkd.experiments.batchdir import CANCELLED, SLURM_FILE, read_plan_file, read_slurm_record
 from gafkd.gpu.healthlog import health_log
 
 FAILED = {"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from gafkd.batch import Slots
 from gafkd.config import ConfigError
-from gafkd.grid import expand, load_grid, parse_grid, shipped_grids
-from gafkd.launch import launch, print_plan
-from gafkd.plan import plan_grid
+from gafkd.experiments.grid import expand, load_grid, parse_grid, shipped_grids
+from gafkd.experiments.launch import launch, print_plan
+from gafkd.experiments.plan import plan_grid
+from gafkd.experiments.runner import Slots
 
 
 def test_shipped_grids_expand_to_the_labs_experiments() -> None:

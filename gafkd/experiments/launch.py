@@ -1,11 +1,12 @@
 """Launching a grid on this machine: plan it, check it, choose slots, start the runner.
 
 ``launch`` expands a grid, checks it before anything runs (dataset paths, GPU indices, an unknown
-grid or key, cron for ``--on-reboot``), takes the grid's lock, checks that the runs already in
-their folders were made with the planned config, writes ``runs/<grid>/.batch/plan.json`` (the
-plan, :mod:`gafkd.plan`, is the Slurm backend's too) and starts the runner of :mod:`gafkd.batch`,
-which takes the lock over; detached by default so it outlives the terminal. ``--dry`` only prints
-the plan. ``print_results`` aggregates a grid's results (:mod:`gafkd.results`).
+grid or key, cron for ``--on-reboot``), takes the grid's lock, checks that the runs already in their
+folders were made with the planned config, writes ``runs/<grid>/.batch/plan.json`` (the plan,
+:mod:`gafkd.experiments.plan`, is the Slurm backend's too) and starts the runner of
+:mod:`gafkd.experiments.runner`, which takes the lock over; detached by default so it outlives the
+terminal. ``--dry`` only prints the plan. ``print_results`` aggregates a grid's results
+(:mod:`gafkd.results`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from gafkd.batch import (
+from gafkd.config import ConfigError
+from gafkd.experiments.batchdir import (
     CANCELLED,
+    RUNNER_LOG,
     SLURM_FILE,
-    Slots,
     batch_dir,
     cancelled_ids,
     check_grid_name,
@@ -29,13 +31,12 @@ from gafkd.batch import (
     grid_lock,
     keep_private,
     read_plan,
-    run_batch,
 )
-from gafkd.config import ConfigError
+from gafkd.experiments.grid import PlannedRun
+from gafkd.experiments.hostqueue import check_folder
+from gafkd.experiments.plan import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
+from gafkd.experiments.runner import Slots, run_batch
 from gafkd.gpu import GpuSample, read_gpus
-from gafkd.grid import PlannedRun
-from gafkd.hostqueue import check_folder
-from gafkd.plan import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
 
 GIB = 1 << 30
 MEMORY_PER_RUN = 3 * GIB  # a WRN run with data and images on the GPU, with room to spare
@@ -94,7 +95,7 @@ def start_detached(root: Path, grid: str, options: Sequence[str], lock_fd: int) 
     The runner inherits `lock_fd`, the grid's lock that the caller holds, and takes it over:
     no other launch of the grid can come in between."""
     state_dir = batch_dir(root, grid)
-    log = (state_dir / "runner.log").open("ab")
+    log = (state_dir / RUNNER_LOG).open("ab")
     argv = [sys.executable, "-m", "gafkd", "batch-run", grid, "--root", str(root), *options]
     process = subprocess.Popen(
         [*argv, f"--lock-fd={lock_fd}"],
@@ -132,8 +133,9 @@ def launch(
     Runs whose folder holds a run of another config are refused, or with `rerun_changed` moved
     aside and run again. With a `queue` folder, runs take host-wide slots there, shared with
     other users' runners. With `backend` ``"slurm"`` the stages go to Slurm as job arrays
-    instead (:mod:`gafkd.slurm`). With `on_reboot`, an ``@reboot`` line in the user's crontab
-    resumes the batch after the server restarts, until the batch finishes (:mod:`gafkd.reboot`).
+    instead (:mod:`gafkd.experiments.slurm`). With `on_reboot`, an ``@reboot`` line in the user's
+    crontab resumes the batch after the server restarts, until the batch finishes
+    (:mod:`gafkd.experiments.reboot`).
     """
     if on_reboot and (foreground or backend != "local"):
         raise ConfigError(
@@ -141,7 +143,7 @@ def launch(
             "terminal, and Slurm keeps its own queue across reboots"
         )
     if backend == "slurm":
-        from gafkd import slurm
+        from gafkd.experiments import slurm
 
         slurm.submit(
             root,
@@ -171,13 +173,13 @@ def launch(
         cancelled_ids(root, name)
     slots, reason = choose_slots(per_gpu, gpus)
     if queue is not None:
-        check_folder(queue)  # :mod:`gafkd.hostqueue`
+        check_folder(queue)  # :mod:`gafkd.experiments.hostqueue`
     options = [f"--retries={retries}"] + ([f"--per-gpu={per_gpu}"] if per_gpu else [])
     options += [f"--gpus={','.join(map(str, gpus))}"] if gpus else []
     options += [f"--queue={queue}"] if queue else []
     crontab = None
     if on_reboot:  # cron is checked and the line built before anything starts
-        from gafkd import reboot
+        from gafkd.experiments import reboot
 
         crontab = reboot.prepare(root, name, options)
     if dry:
@@ -227,7 +229,7 @@ def _take_over_from_slurm(root: Path, grid: str) -> None:
     there."""
     slurm_record = batch_dir(root, grid) / SLURM_FILE
     if slurm_record.exists():
-        from gafkd.slurm import active_jobs
+        from gafkd.experiments.slurm import active_jobs
 
         active = active_jobs(root, grid)
         if active:

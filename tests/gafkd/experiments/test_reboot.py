@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gafkd import reboot
 from gafkd.config import ConfigError
+from gafkd.experiments import reboot
 
 OTHER = "0 3 * * * /usr/bin/backup --all\n"
 
@@ -48,7 +48,7 @@ def test_without_cron_on_reboot_is_one_error_and_removal_a_no_op(
 
 
 def test_on_reboot_is_refused_for_a_foreground_batch(tmp_path: Path) -> None:
-    from gafkd.launch import launch
+    from gafkd.experiments.launch import launch
 
     with pytest.raises(ConfigError, match="--on-reboot is for a detached local runner"):
         launch("kd_alpha", ["dataset=watch"], tmp_path, foreground=True, on_reboot=True)
@@ -72,7 +72,7 @@ def test_on_reboot_checks_cron_before_the_runner_starts(
     tiny_npz: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from gafkd.launch import launch
+    from gafkd.experiments.launch import launch
 
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

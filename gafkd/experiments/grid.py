@@ -1,10 +1,10 @@
 """Named experiment grids: ordered stages, each a base config times its axes.
 
-A grid file (TOML, shipped in ``gafkd/grids/`` or given by path) looks like::
+A grid file (TOML, shipped in ``gafkd/experiments/grids/`` or given by path) looks like::
 
     name = "kd_alpha"
     [axes]                       # shared by every stage
-    dataset = ["geneactiv14_500", "geneactiv7_500"]   # presets from gafkd/grids/datasets.toml
+    dataset = ["geneactiv14_500", "geneactiv7_500"]   # presets: grids/datasets.toml
     seed = [0, 1, 2]
     [base]                       # run-config keys for every stage
     train.epochs = 200
@@ -46,7 +46,9 @@ from gafkd.config import (
     to_dict,
 )
 
-AXIS_DATASET = "dataset"  # an axis of preset names, merged from gafkd/grids/datasets.toml
+AXIS_DATASET = (
+    "dataset"  # an axis of preset names, merged from gafkd/experiments/grids/datasets.toml
+)
 NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # grid and stage names: no leading dot
 
 
@@ -83,7 +85,7 @@ class PlannedRun:
 
 
 def shipped_grids() -> dict[str, Path]:
-    folder = Path(str(resources.files("gafkd") / "grids"))
+    folder = Path(str(resources.files("gafkd.experiments") / "grids"))
     return {p.stem: p for p in sorted(folder.glob("*.toml")) if p.stem not in _NOT_GRIDS}
 
 
@@ -157,7 +159,7 @@ def check_name(name: Any, what: str, where: str = "") -> str:
 
 
 def dataset_presets() -> dict[str, dict[str, Any]]:
-    path = Path(str(resources.files("gafkd") / "grids" / "datasets.toml"))
+    path = Path(str(resources.files("gafkd.experiments") / "grids" / "datasets.toml"))
     return tomllib.loads(path.read_text())
 
 

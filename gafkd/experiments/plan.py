@@ -1,9 +1,10 @@
 """A grid's plan: its runs expanded and checked, ``plan.json`` written, changed runs set aside.
 
 Both backends plan the same way before they start anything: the local runner's
-(:mod:`gafkd.launch`) and Slurm's (:mod:`gafkd.slurm`). ``plan_grid`` expands a grid and checks
-its dataset paths; ``write_plan`` writes ``runs/<grid>/.batch/plan.json``; ``set_aside_changed``
-refuses the runs whose folder holds a run of another config, or moves them aside to run again.
+(:mod:`gafkd.experiments.launch`) and Slurm's (:mod:`gafkd.experiments.slurm`). ``plan_grid``
+expands a grid and checks its dataset paths; ``write_plan`` writes ``runs/<grid>/.batch/plan.json``;
+``set_aside_changed`` refuses the runs whose folder holds a run of another config, or moves them
+aside to run again.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import batch_dir, check_grid_name, config_changes
 from gafkd.config import ConfigError
-from gafkd.grid import PlannedRun, expand, load_grid
+from gafkd.experiments.batchdir import batch_dir, check_grid_name, config_changes
+from gafkd.experiments.grid import PlannedRun, expand, load_grid
 
 
 def plan_grid(grid_name: str, overrides: Sequence[str], root: Path) -> list[PlannedRun]:

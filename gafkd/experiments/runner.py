@@ -1,7 +1,8 @@
 """The local batch runner: a grid's runs queued onto this machine's GPUs (or its CPU).
 
-:mod:`gafkd.launch` plans a grid and starts this runner. The runner (``run_batch``) reads
-``runs/<grid>/.batch/plan.json``, holds the grid's lock, starts each run
+:mod:`gafkd.experiments.launch` plans a grid and starts this runner. The runner (``run_batch``)
+reads ``runs/<grid>/.batch/plan.json`` (the batch folder's format:
+:mod:`gafkd.experiments.batchdir`), holds the grid's lock, starts each run
 as its own ``gafkd train`` process with its own ``CUDA_VISIBLE_DEVICES``, N at a time per GPU,
 once the teacher runs it needs are done; retries a failing run a bounded number of times, then
 marks it failed and carries on; skips runs whose result exists and was made with the planned
@@ -12,28 +13,33 @@ config (``config_changes``; another config's result is marked failed, never done
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.config import HOW_KEYS, ConfigError, dotted, dump_toml, from_dict, to_dict
+from gafkd.experiments.batchdir import (
+    STATE_FILE,
+    batch_dir,
+    cancelled_ids,
+    check_results,
+    config_changes,
+    grid_lock,
+    keep_private,
+    read_plan,
+    write_run_config,
+)
+from gafkd.experiments.hostqueue import HostQueue, check_folder
 from gafkd.gpu import HealthMonitor
-from gafkd.hostqueue import HostQueue, check_folder
 from gafkd.rundir import timestamp
 
-STATE_DIR = ".batch"
-CANCELLED = "cancelled.json"
-SLURM_FILE = "slurm.json"  # what --backend slurm submitted (gafkd.slurm)
 POLL_SECONDS = 0.2
 
 
@@ -74,110 +80,7 @@ class Batch:
         return batch_dir(self.root, self.grid)
 
 
-def batch_dir(root: Path, grid: str) -> Path:
-    return root / "runs" / check_grid_name(grid) / STATE_DIR
-
-
-def check_grid_name(name: str) -> str:
-    """A grid's name is one folder under ``runs/``: a name with ``/`` or ``..`` is refused."""
-    if not name or name in (".", "..") or "/" in name or "\0" in name:
-        raise ConfigError(
-            f"grid name {name!r} is not a folder name under runs/ (no '/', not '.' or '..'); "
-            "give the grid's `name`, as `invoke status` lists it"
-        )
-    return name
-
-
-def read_plan(root: Path, grid: str) -> dict[str, Any]:
-    path = batch_dir(root, grid) / "plan.json"
-    if not path.exists():
-        raise ConfigError(f"no batch of grid {grid!r} under {root / 'runs'}; launch it first")
-    return read_plan_file(path)
-
-
-def read_plan_file(path: Path) -> dict[str, Any]:
-    """A batch's plan.json, checked to list runs; a damaged one is one ConfigError."""
-    fix = "launch the grid again without --resume to plan it anew (finished runs are kept)"
-    plan: dict[str, Any] = rundir.read_json(path, fix)
-    runs = plan.get("runs")
-    if not isinstance(runs, list) or not isinstance(plan.get("grid"), str):
-        raise rundir.damaged(path, "it has no grid name or no list of runs", fix)
-    for index, run in enumerate(runs):
-        if not (isinstance(run, dict) and isinstance(run.get("id"), str)):
-            raise rundir.damaged(path, f"run {index + 1} has no id", fix)
-        if not isinstance(run.get("run_dir"), str) or not isinstance(run.get("needs", []), list):
-            raise rundir.damaged(path, f"run {run['id']} has no run_dir or a bad needs", fix)
-    return plan
-
-
-def read_state(root: Path, grid: str) -> dict[str, Any] | None:
-    """The runner's state.json (None before the runner first wrote it), checked; a damaged one
-    is one ConfigError (the runner rewrites it whole, so deleting it loses only old errors)."""
-    path = batch_dir(root, grid) / "state.json"
-    return read_state_file(path) if path.exists() else None
-
-
-def read_state_file(path: Path) -> dict[str, Any]:
-    grid = path.parent.parent.name
-    fix = f"delete it; `gafkd launch {grid} --resume` writes it anew (finished runs are kept)"
-    state: dict[str, Any] = rundir.read_json(path, fix)
-    runs, runner = state.setdefault("runs", {}), state.get("runner", {})
-    if not isinstance(runs, dict) or not isinstance(runner, dict):
-        raise rundir.damaged(path, "its runner or runs are not objects", fix)
-    for run_id, run in runs.items():
-        if not isinstance(run, dict) or not isinstance(run.get("status"), str):
-            raise rundir.damaged(path, f"run {run_id} has no status", fix)
-    return state
-
-
-def read_slurm_record(folder: Path) -> dict[str, Any] | None:
-    """What ``--backend slurm`` submitted (``slurm.json``), None for a local batch; checked."""
-    path = folder / SLURM_FILE
-    if not path.exists():
-        return None
-    fix = (
-        "scancel the grid's jobs that `squeue --me` still lists, delete it and launch the grid "
-        "again"
-    )
-    record: dict[str, Any] = rundir.read_json(path, fix)
-    stages = record.get("stages")
-    if not isinstance(stages, dict) or not all(
-        isinstance(stage, dict)
-        and "job_id" in stage
-        and isinstance(stage.get("runs"), list)
-        and isinstance(stage.get("tasks"), list)
-        for stage in stages.values()
-    ):
-        raise rundir.damaged(path, "its stages lack job_id, runs or tasks", fix)
-    return record
-
-
-def check_results(root: Path, run_dirs: Iterable[str]) -> None:
-    """Read every planned run's result.json, so that a damaged one stops a launch or a runner
-    with one line before anything is written."""
-    for run_dir in run_dirs:
-        rundir.read_result(root / run_dir)
-
-
 # -- the runner ----------------------------------------------------------------------------------
-
-
-def grid_lock(
-    root: Path, grid: str, fd: int | None = None
-) -> contextlib.AbstractContextManager[int]:
-    """Hold the grid's lock (yield its descriptor); a second launch or runner of the same grid is
-    refused, saying who holds it. With `fd`, the lock that the launcher took and passed to this
-    runner is taken over, so no other launch can come in between."""
-    return rundir.exclusive(
-        batch_dir(root, grid) / "lock",
-        f"grid {grid!r} is already running (runner {{holder}}); `invoke status` shows it. "
-        "Wait for it to finish or stop that runner first",
-        fd=fd,
-    )
-
-
-def is_locked(root: Path, grid: str) -> bool:
-    return rundir.is_held(batch_dir(root, grid) / "lock")
 
 
 def run_batch(
@@ -192,8 +95,8 @@ def run_batch(
 ) -> dict[str, RunState]:
     """Run every planned run of a launched grid to done, failed or blocked; return their states.
 
-    With a `queue` folder (:mod:`gafkd.hostqueue`) each run also takes a host-wide slot there,
-    so the per-device limits hold across the runners of every user sharing the folder. With
+    With a `queue` folder (:mod:`gafkd.experiments.hostqueue`) each run also takes a host-wide slot
+    there, so the per-device limits hold across the runners of every user sharing the folder. With
     `lock_fd`, the grid's lock held by the launcher is taken over (and closed at the end).
     """
     out = log or sys.stdout
@@ -255,21 +158,6 @@ def _first_state(root: Path, run: Mapping[str, Any]) -> RunState:
         error=f"its result was made with another config ({', '.join(changes)}); launch the grid "
         "again with --rerun-changed",
     )
-
-
-def cancelled_ids(root: Path, grid: str) -> set[str]:
-    """Runs the user asked to cancel ("*" for the whole batch)."""
-    path = batch_dir(root, grid) / CANCELLED
-    if not path.exists():
-        return set()
-    fix = "delete it, then cancel the runs again (`gafkd cancel`)"
-    return {str(run_id) for run_id in rundir.read_json(path, fix, expect=list)}
-
-
-def request_cancel(root: Path, grid: str, run_id: str | None) -> None:
-    """Record a cancellation; the runner stops the run at once and marks it cancelled."""
-    wanted = cancelled_ids(root, grid) | {run_id or "*"}
-    rundir.save_json(sorted(wanted), batch_dir(root, grid) / CANCELLED)
 
 
 def _apply_cancellations(
@@ -376,93 +264,6 @@ def _free_device(batch: Batch, slots: Slots, health: HealthMonitor, run_id: str 
     return next(iter(room), None)
 
 
-def keep_private() -> None:
-    """What this process creates (run folders, batch state) is not writable by the group or
-    others, so on a shared server only a batch's owner can change or cancel its runs."""
-    os.umask(os.umask(0o022) | 0o022)
-
-
-def write_run_config(root: Path, run: Mapping[str, Any]) -> Path:
-    """Write a planned run's config, with absolute paths, to ``<run dir>/launch.toml``."""
-    run_dir = Path(root / run["run_dir"]).resolve()
-    config = dict(run["config"]) | {"out_dir": str(run_dir)}
-    config["teachers"] = {
-        role: {"run": str((root / t["run"]).resolve()), "config": ""}
-        for role, t in run["config"]["teachers"].items()
-    }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with rundir.atomic_open(run_dir / "launch.toml") as handle:
-        handle.write(dump_toml(config))
-    return run_dir / "launch.toml"
-
-
-# -- was a run made with the planned config? -----------------------------------------------------
-
-WHERE_KEYS = ("name", "out_dir")  # where a run is, not what it was trained with
-PATH_KEYS = ("data.path", "data.mapping", "train.init_from")  # compared as the folders they name
-_NONE = object()  # a key one side does not have
-
-
-def config_changes(root: Path, run: Mapping[str, Any]) -> list[str]:
-    """How the config saved in a run's folder differs from its planned config, one
-    ``key: saved -> planned`` each; empty when they agree or nothing was trained there yet."""
-    run_dir = root / run["run_dir"]
-    path = run_dir / rundir.CONFIG
-    if not path.exists():
-        return [] if rundir.read_result(run_dir) is None else [f"{rundir.CONFIG}: missing"]
-    try:
-        table = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return [f"{rundir.CONFIG}: not valid TOML"]
-    with contextlib.suppress(ConfigError):  # one of an older gafkd: compare what it holds
-        table = to_dict(from_dict(table))  # defaults written out, as in the plan
-    moved_from = _root_of(table.get("out_dir"), run["run_dir"])
-    saved = _comparable(root, table, moved_from)
-    planned = _comparable(root, run["config"])
-    keys = dict.fromkeys([*planned, *saved])
-    return [
-        f"{key}: {_shown(saved, key)} -> {_shown(planned, key)}"
-        for key in keys
-        if saved.get(key, _NONE) != planned.get(key, _NONE)
-    ]
-
-
-def _root_of(out_dir: Any, run_dir: str) -> Path | None:
-    """The root a run was made under, from the run folder its saved config names; None when
-    that folder does not end with the planned ``run_dir``."""
-    if not isinstance(out_dir, str) or not out_dir:
-        return None
-    tail, parts = Path(run_dir).parts, Path(out_dir).parts
-    return (
-        Path(*parts[: -len(tail)])
-        if len(parts) > len(tail) and parts[-len(tail) :] == tail
-        else None
-    )
-
-
-def _comparable(
-    root: Path, config: Mapping[str, Any], moved_from: Path | None = None
-) -> dict[str, Any]:
-    """A config as dotted keys, without where the run is, with paths resolved against `root`;
-    a path under `moved_from` (the root the run was made under, when the lab folder has moved
-    since) counts as the same path under `root`."""
-    flat = {k: list(v) if isinstance(v, tuple) else v for k, v in dotted(config).items()}
-    for key in (*WHERE_KEYS, *HOW_KEYS):
-        flat.pop(key, None)
-    for key, value in flat.items():
-        is_path = key in PATH_KEYS or (key.startswith("teachers.") and key.endswith(".run"))
-        if is_path and isinstance(value, str) and value:
-            path = Path(value)
-            if moved_from is not None and path.is_absolute() and path.is_relative_to(moved_from):
-                path = root / path.relative_to(moved_from)
-            flat[key] = str((root / path).resolve())
-    return flat
-
-
-def _shown(flat: Mapping[str, Any], key: str) -> str:
-    return "(none)" if key not in flat else json.dumps(flat[key])
-
-
 def _spawn(
     root: Path, run: Mapping[str, Any], device: str, slots: Slots
 ) -> subprocess.Popen[bytes]:
@@ -525,7 +326,7 @@ def _write_state(
         "runs": {run_id: asdict(s) for run_id, s in batch.runs.items()},
         "gpus": health.snapshot(),
     }
-    rundir.save_json(state, batch.state_dir / "state.json")
+    rundir.save_json(state, batch.state_dir / STATE_FILE)
 
 
 def _counts(batch: Batch) -> dict[str, int]:

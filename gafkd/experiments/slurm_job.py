@@ -1,4 +1,4 @@
-"""One Slurm array task: a planned run trained in the job's process (:mod:`gafkd.slurm`).
+"""One Slurm array task: a planned run trained in the job's process (the Slurm backend).
 
 submitit pickles `RunJob` with the run's id. On a time limit or a preemption, submitit calls
 `RunJob.checkpoint`, which resubmits the same run; the requeued task resumes from the run's last
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import read_plan, write_run_config
+from gafkd.experiments.batchdir import read_plan, write_run_config
 
 HEALTH_SECONDS = 30.0  # how often a run samples its GPU with NVML
 

@@ -17,11 +17,12 @@ from typing import Any
 
 import pytest
 
-from gafkd.batch import Slots, batch_dir, run_batch
 from gafkd.config import ConfigError
-from gafkd.hostqueue import HostQueue, check_folder, holders
-from gafkd.launch import launch
-from gafkd.plan import plan_grid, write_plan
+from gafkd.experiments.batchdir import batch_dir
+from gafkd.experiments.hostqueue import HostQueue, check_folder, holders
+from gafkd.experiments.launch import launch
+from gafkd.experiments.plan import plan_grid, write_plan
+from gafkd.experiments.runner import Slots, run_batch
 
 ONE_STAGE = """
 name = "tiny"
@@ -38,7 +39,7 @@ base = {{ student = {{ name = "wrn10_1", input = "signal" }} }}
 HOLDER = """
 import sys, time
 from pathlib import Path
-from gafkd.hostqueue import HostQueue
+from gafkd.experiments.hostqueue import HostQueue
 queue = HostQueue(Path(sys.argv[1]), "held")
 assert queue.take({"cpu": 1}, "holder/run") == "cpu"
 print("held", flush=True)
@@ -284,8 +285,8 @@ def test_status_shows_who_holds_the_shared_slots(queues, tmp_path: Path) -> None
 
     from rich.console import Console
 
-    from gafkd.screen import render
-    from gafkd.status import collect
+    from gafkd.experiments.screen import render
+    from gafkd.experiments.status import collect
 
     first, _ = queues
     first.take({"cpu": 1}, "student/alpha-0.3/seed0")
@@ -377,7 +378,7 @@ def test_planted_slots_never_hang_or_break_status(folder: Path, victim: Path) ->
         "gpu3.0": "held, but its content is not a holder record (file of root)",
     }
     assert victim.read_text() == VICTIM
-    from gafkd.screen import _slots_line
+    from gafkd.experiments.screen import _slots_line
 
     line = _slots_line(holders(folder), "root")
     assert line.startswith("shared slots: cpu.0 unusable: a symlink planted by root, gpu0.0 ")
@@ -408,7 +409,7 @@ def test_a_planted_wait_file_is_neither_read_nor_removed(folder: Path) -> None:
 CHILD = """
 import io, json, os, sys
 from pathlib import Path
-from gafkd.hostqueue import HostQueue, check_folder, holders
+from gafkd.experiments.hostqueue import HostQueue, check_folder, holders
 os.chdir(sys.argv[1])
 os.setgroups([])
 os.setresgid(int(sys.argv[2]), int(sys.argv[2]), int(sys.argv[2]))

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from gafkd import slurm, slurm_state
 from gafkd.config import ConfigError
-from gafkd.screen import render
-from gafkd.status import collect
+from gafkd.experiments import slurm, slurm_state
+from gafkd.experiments.screen import render
+from gafkd.experiments.status import collect
 
 
 def run(run_id: str, stage: str, needs: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -241,7 +241,7 @@ def test_cancelled_by_the_user_is_cancelled_not_blocked(
 def test_a_local_launch_of_a_grid_with_jobs_in_slurm_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from gafkd.launch import launch
+    from gafkd.experiments.launch import launch
 
     folder = tmp_path / "runs" / "kd_alpha" / ".batch"
     folder.mkdir(parents=True)
@@ -255,14 +255,14 @@ def test_a_local_launch_of_a_grid_with_jobs_in_slurm_is_refused(
 def test_a_run_of_another_config_is_not_done_for_slurm_either(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The same check as the local runner (gafkd.plan.set_aside_changed) before submitting."""
+    """The same check as the local runner (`plan.set_aside_changed`) before submitting."""
     import io
     from dataclasses import asdict
 
     from gafkd import rundir
-    from gafkd.batch import write_run_config
     from gafkd.config import load_config
-    from gafkd.plan import plan_grid
+    from gafkd.experiments.batchdir import write_run_config
+    from gafkd.experiments.plan import plan_grid
 
     monkeypatch.setattr(slurm, "_require_commands", lambda: None)  # nothing is submitted
     sets = ["dataset=watch", "seed=0", "train.alpha=[0.3]", "train.epochs=1"]

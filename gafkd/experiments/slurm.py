@@ -4,10 +4,10 @@
 ``plan.json``), then submits, stage by stage, the runs that are not done yet as one job array
 (``--array=0-N%parallel``, one GPU per run by default), each stage depending on the stages whose
 runs it needs (``--dependency=afterok:...``, ``--kill-on-invalid-dep=yes``). The job ids go to
-``runs/<grid>/.batch/slurm.json``; status and cancel read it (:mod:`gafkd.slurm_state`).
+``runs/<grid>/.batch/slurm.json``; status and cancel read it (:mod:`gafkd.experiments.slurm_state`).
 
-Each array task is a `gafkd.slurm_job.RunJob`: it trains one run in the job's process from
-the run's own checkpoint, so a task that Slurm preempts or stops at its time limit is requeued
+Each array task is a `gafkd.experiments.slurm_job.RunJob`: it trains one run in the job's process
+from the run's own checkpoint, so a task that Slurm preempts or stops at its time limit is requeued
 by submitit and resumes where its last epoch left off. Settings come from ``--set
 slurm.KEY=VALUE`` (`SlurmOptions`), which a host's ``slurm:`` settings in invoke.yaml fill in.
 submitit is imported only here, and only when something is submitted.
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from gafkd import rundir
-from gafkd.batch import (
+from gafkd.config import ConfigError, check_override, check_text
+from gafkd.experiments.batchdir import (
     CANCELLED,
     SLURM_FILE,
     batch_dir,
@@ -34,10 +35,9 @@ from gafkd.batch import (
     read_slurm_record,
     request_cancel,
 )
-from gafkd.config import ConfigError, check_override, check_text
-from gafkd.grid import check_name
-from gafkd.plan import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
-from gafkd.slurm_state import run_slurm
+from gafkd.experiments.grid import check_name
+from gafkd.experiments.plan import grid_name, plan_grid, plan_rows, set_aside_changed, write_plan
+from gafkd.experiments.slurm_state import run_slurm
 
 PREFIX = "slurm."  # --set slurm.partition=gpu
 
@@ -122,7 +122,7 @@ def submit(
 
     Runs that are done (their result exists, made with the planned config) are not submitted;
     runs made with another config are refused, or with `rerun_changed` moved aside and
-    submitted (:func:`gafkd.plan.set_aside_changed`). A stage whose runs are all done is
+    submitted (:func:`gafkd.experiments.plan.set_aside_changed`). A stage whose runs are all done is
     skipped and nothing waits for it. With `resume` the batch already planned under `root` is
     submitted again as planned (after a cancel, or failures that are fixed now).
     """
@@ -225,7 +225,7 @@ def _submit_stages(
     options: SlurmOptions,
     out: IO[str],
 ) -> dict[str, Any]:
-    from gafkd.slurm_job import RunJob
+    from gafkd.experiments.slurm_job import RunJob
 
     job = RunJob(str(root.resolve()), grid)
     submitted: dict[str, dict[str, Any]] = {}
@@ -342,7 +342,7 @@ def read_record(root: Path, grid: str) -> dict[str, Any] | None:
 
 def active_jobs(root: Path, grid: str) -> list[str]:
     """The grid's job ids that Slurm still has pending or running."""
-    from gafkd.slurm_state import squeue
+    from gafkd.experiments.slurm_state import squeue
 
     record = read_record(root, grid)
     if not record or shutil.which("squeue") is None:  # no Slurm here: nothing of it runs here
@@ -371,7 +371,7 @@ def cancel(root: Path, grid: str, run_id: str | None, out: IO[str]) -> None:
 
 def wait(root: Path, grid: str, poll: float = 2.0, out: IO[str] = sys.stdout) -> dict[str, Any]:
     """Block until no job of the grid is pending or running; return the final state."""
-    from gafkd.slurm_state import batch_state
+    from gafkd.experiments.slurm_state import batch_state
 
     folder = batch_dir(root, grid)
     settled = 0  # a requeue passes through states that look final for a moment: ask twice

@@ -17,8 +17,8 @@ import pytest
 from rich.console import Console
 
 from gafkd.config import ConfigError
+from gafkd.experiments.status import collect, render, watch
 from gafkd.gpu import nvml_session
-from gafkd.status import collect, render, watch
 
 GIB = 1024**3
 STUDENT = "student/dataset-watch_alpha-{}/seed0"
@@ -332,7 +332,7 @@ def test_watch_draws_until_ctrl_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def interrupt(seconds: float) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("gafkd.status.time.sleep", interrupt)
+    monkeypatch.setattr("gafkd.experiments.status.time.sleep", interrupt)
     console = Console(record=True, width=120, file=io.StringIO())
     watch(tmp_path, 0.5, nvml=OneGpuNvml(), console=console)
     assert "kd_alpha" in console.export_text()

@@ -1,7 +1,7 @@
 """What runs where, on one screen: live GPUs from NVML and every batch under ``runs/*/.batch``.
 
-`collect` gathers one JSON-ready dict, `render` (from `gafkd.screen`, re-exported here) turns
-it into a rich renderable, `watch` refreshes it until Ctrl-C. It reads only what is cheap, so
+`collect` gathers one JSON-ready dict, `render` (from `gafkd.experiments.screen`, re-exported here)
+turns it into a rich renderable, `watch` refreshes it until Ctrl-C. It reads only what is cheap, so
 it can refresh every few seconds: each batch's state.json and plan.json (cached by mtime), the
 last line of each running run's metrics.jsonl and the tail of health.jsonl. The on-disk format
 is the batch runner's (docs/experiments.md).
@@ -21,12 +21,12 @@ from rich.console import Console
 from rich.live import Live
 
 from gafkd import rundir
-from gafkd.batch import SLURM_FILE, read_plan_file, read_state_file
 from gafkd.config import ConfigError
+from gafkd.experiments.batchdir import SLURM_FILE, read_plan_file, read_state_file
+from gafkd.experiments.screen import render
 from gafkd.gpu import Nvml, gpu_processes, nvml_session, sample
 from gafkd.gpu.healthlog import TAIL_BYTES, health_log, last_lines
 from gafkd.rundir import TIME_FORMAT
-from gafkd.screen import render
 
 __all__ = ["HEARTBEAT_STALE", "STATUSES", "TAIL_BYTES", "TIME_FORMAT", "collect", "render", "watch"]
 
@@ -63,7 +63,7 @@ def collect(root: Path, nvml: Nvml | None = None, grid: str | None = None) -> di
 
 def _slots(queues: Iterable[str | None]) -> list[dict[str, Any]]:
     """Who holds the host-wide slots (every user's runs) in the queues live runners use."""
-    from gafkd.hostqueue import holders
+    from gafkd.experiments.hostqueue import holders
 
     found: list[dict[str, Any]] = []
     for folder in sorted({q for q in queues if q}):
@@ -124,7 +124,7 @@ def _batch(folder: Path, root: Path) -> dict[str, Any]:
     try:
         plan = _plan(folder / "plan.json")
         if (folder / SLURM_FILE).is_file():  # submitted with --backend slurm: ask squeue/sacct
-            from gafkd.slurm_state import batch_state
+            from gafkd.experiments.slurm_state import batch_state
 
             state = batch_state(folder, root)
         else:

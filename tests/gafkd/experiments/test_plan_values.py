@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from gafkd import slurm
-from gafkd.batch import write_run_config
 from gafkd.config import ConfigError, dump_toml, from_dict, load_config, to_dict
-from gafkd.grid import check_name, expand, parse_grid
-from gafkd.launch import launch
-from gafkd.plan import plan_grid
+from gafkd.experiments import slurm
+from gafkd.experiments.batchdir import write_run_config
+from gafkd.experiments.grid import check_name, expand, parse_grid
+from gafkd.experiments.launch import launch
+from gafkd.experiments.plan import plan_grid
 from provisioning.hosts import parse_host
 
 WATCH = ["dataset=watch", "train.epochs=1", "seed=[0]"]

@@ -1,7 +1,7 @@
-"""The status screen: `gafkd.status.collect`'s dict drawn with rich, GPUs first, then batches.
+"""The status screen: `status.collect`'s dict drawn with rich, GPUs first, then batches.
 
-`render` is pure: it returns a rich renderable and prints nothing; `gafkd.status.watch` and the
-CLI print it.
+`render` is pure: it returns a rich renderable and prints nothing; `gafkd.experiments.status.watch`
+and the CLI print it.
 """
 
 from __future__ import annotations

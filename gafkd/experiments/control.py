@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from gafkd.batch import (
+from gafkd.config import ConfigError
+from gafkd.experiments.batchdir import (
     STATE_DIR,
     batch_dir,
     cancelled_ids,
@@ -24,8 +25,7 @@ from gafkd.batch import (
     read_state,
     request_cancel,
 )
-from gafkd.config import ConfigError
-from gafkd.hostqueue import user_name
+from gafkd.experiments.hostqueue import user_name
 
 
 def find_run(root: Path, run_id: str, grid: str | None = None) -> tuple[str, dict[str, Any]]:
@@ -63,14 +63,14 @@ def cancel(root: Path, grid: str, run_id: str | None = None, out: IO[str] = sys.
         find_run(root, run_id, grid)
     cancelled_ids(root, grid)  # read everything first: a damaged file stops before any write
     if read_slurm_record(batch_dir(root, grid)) is not None:
-        from gafkd import slurm
+        from gafkd.experiments import slurm
 
         slurm.cancel(root, grid, run_id, out)
         return
     state = read_state(root, grid)
     request_cancel(root, grid, run_id)
     if run_id is None:
-        from gafkd import reboot
+        from gafkd.experiments import reboot
 
         reboot.remove(root, grid)  # a cancelled batch is not resumed at boot
     what = f"run {run_id}" if run_id else f"every queued and running run of {grid}"

@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from gafkd.batch import Slots, batch_dir, is_locked, run_batch
 from gafkd.config import ConfigError
-from gafkd.launch import launch
-from gafkd.plan import plan_grid, write_plan
+from gafkd.experiments.batchdir import batch_dir, is_locked
+from gafkd.experiments.launch import launch
+from gafkd.experiments.plan import plan_grid, write_plan
+from gafkd.experiments.runner import Slots, run_batch
 
 TINY_GRID = """
 name = "tiny"
@@ -231,7 +232,7 @@ def test_unhealthy_gpu_gets_no_new_runs(grid_file, tmp_path: Path) -> None:  # t
 
 
 def test_cancel_stops_a_running_run_and_marks_it_cancelled(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from gafkd.control import cancel
+    from gafkd.experiments.control import cancel
 
     root = tmp_path / "c"
     launch(str(grid_file(epochs=30)), ["seed=0"], root, per_gpu=1, out=io.StringIO())
@@ -253,7 +254,7 @@ def test_cancel_stops_a_running_run_and_marks_it_cancelled(grid_file, tmp_path: 
 
 
 def test_cancel_and_logs_name_an_unknown_run(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from gafkd.control import cancel, show_log
+    from gafkd.experiments.control import cancel, show_log
 
     root = tmp_path / "u"
     write_plan(root, "tiny", plan_grid(str(grid_file()), ["seed=0"], root), [])
@@ -267,7 +268,7 @@ def test_cancel_and_logs_name_an_unknown_run(grid_file, tmp_path: Path) -> None:
 
 
 def test_logs_show_a_finished_runs_output(grid_file, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from gafkd.control import show_log
+    from gafkd.experiments.control import show_log
 
     root = tmp_path / "l"
     write_plan(root, "tiny", plan_grid(str(grid_file(epochs=1)), ["seed=0"], root), [])
@@ -301,8 +302,8 @@ def solo_file(tmp_path: Path, tiny_npz: Path) -> Path:
 def finished(root: Path, run: dict[str, Any]) -> None:
     """What a finished run of this planned config leaves in its folder (without training it)."""
     from gafkd import rundir
-    from gafkd.batch import write_run_config
     from gafkd.config import load_config
+    from gafkd.experiments.batchdir import write_run_config
 
     config_path = write_run_config(root, run)
     rundir.save_config(load_config(config_path), config_path.parent)
@@ -392,7 +393,7 @@ def test_a_run_is_done_only_with_its_planned_config(
     overrides: list[str],
     changes: list[str],
 ) -> None:
-    from gafkd.batch import config_changes
+    from gafkd.experiments.batchdir import config_changes
 
     root = tmp_path / "lab"
     grid = str(grid_file(epochs=1))
@@ -411,7 +412,7 @@ def test_runs_of_a_lab_folder_that_moved_are_still_done(
     or renamed keeps its runs (a student's teachers moved with it)."""
     import shutil
 
-    from gafkd.batch import config_changes
+    from gafkd.experiments.batchdir import config_changes
 
     grid = str(grid_file(epochs=1))
     for run in plan_grid(grid, ["seed=0"], tmp_path / "lab"):
@@ -488,7 +489,7 @@ def test_two_launches_at_once_one_wins_the_other_gets_one_line(
 def test_a_launch_while_another_holds_the_grid_writes_nothing(
     grid_file: Callable[..., Path], tmp_path: Path
 ) -> None:
-    from gafkd.batch import grid_lock
+    from gafkd.experiments.batchdir import grid_lock
 
     root = tmp_path / "held"
     with grid_lock(root, "tiny"):
