@@ -193,12 +193,55 @@ def repair_metrics(history: list[dict[str, Any]], run_dir: Path) -> None:
     write_metrics(history, run_dir)
 
 
+def read_metrics(run_dir: Path, fix: str) -> list[dict[str, Any]]:
+    """The epochs of a run's metrics.jsonl, one dict per line, as `write_metrics` wrote them.
+
+    Every line must be a JSON object with the epoch (1, 2, ... in order) and a numeric
+    ``test_acc``; anything else (a cut-off last line, garbage, a gap) is a ConfigError naming
+    the file, the line and `fix`. A missing file raises FileNotFoundError.
+    """
+    path = run_dir / METRICS
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise UnreadableFile(
+            f"{path} cannot be read ({error.strerror}); check its owner and mode (ls -l)"
+        ) from None
+    lines = data.splitlines()
+    if not lines:
+        raise damaged(path, "empty", fix)
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            torn = number == len(lines) and not data.endswith(b"\n")
+            raise damaged(
+                path, "its last line is cut off" if torn else f"line {number} is not JSON", fix
+            ) from None
+        accuracy = row.get("test_acc") if isinstance(row, dict) else None
+        if (
+            not isinstance(row, dict)
+            or row.get("epoch") != number
+            or isinstance(accuracy, bool)
+            or not isinstance(accuracy, int | float)
+        ):
+            problem = f"line {number} is not epoch {number} with a numeric test_acc"
+            raise damaged(path, problem, fix)
+        rows.append(row)
+    return rows
+
+
 def save_checkpoint(state: Mapping[str, Any], run_dir: Path) -> None:
     """Write an epoch's checkpoint; the one before it is kept as checkpoint.prev.pt, unless it
     is damaged (torch.save writes a zip archive): then the one kept before stays."""
     path = run_dir / CHECKPOINT
-    if zipfile.is_zipfile(path):
-        os.replace(path, run_dir / PREVIOUS_CHECKPOINT)
+    if zipfile.is_zipfile(path):  # a second name for it, then that name over the previous one:
+        link = run_dir / f".{PREVIOUS_CHECKPOINT}.{secrets.token_hex(6)}.tmp"
+        os.link(path, link)  # checkpoint.pt is never missing, even if the run is killed here
+        os.replace(link, run_dir / PREVIOUS_CHECKPOINT)
     save_torch(dict(state), path)
 
 

@@ -43,8 +43,9 @@ def test_launch_then_results_on_the_bundled_dataset(tmp_path: Path) -> None:
     table = (tmp_path / "runs/kd_alpha/results.md").read_text()
     assert "| watch | 0.3 |" in table
     assert "| watch | 0.7 |" in table
-    assert (tmp_path / "runs/kd_alpha/results.png").read_bytes()[:4] == b"\x89PNG"
-    assert "plot: " in results.stdout
+    for name in ("results-accuracy.png", "results-alpha.png", "results-epochs.png"):
+        assert (tmp_path / "runs/kd_alpha" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "plots: " in results.stdout
 
 
 def test_unknown_grid_is_one_line_without_traceback(tmp_path: Path) -> None:

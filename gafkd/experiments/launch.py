@@ -250,7 +250,8 @@ def print_results(
         raise ConfigError(f"no results of grid {grid!r} under {root / 'runs'}; launch it first")
     paths = results.write_all(root / "runs" / grid, reference)
     print(paths["markdown"].read_text(), file=out)
-    print(f"table: {paths['markdown']}  csv: {paths['csv']}  plot: {paths['png']}", file=out)
+    plots = ", ".join(str(path) for path in paths.values() if path.suffix == ".png")
+    print(f"table: {paths['markdown']}  csv: {paths['csv']}  plots: {plots}", file=out)
     return paths
 
 

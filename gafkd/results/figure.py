@@ -1,126 +1,221 @@
-"""The results figure: one matplotlib panel per stage, our accuracies beside the reference's.
+"""The results figures: draw the panels of `gafkd.results.curves` into PNG files.
 
-`plot` writes a PNG (the only effect). A stage with a ``train.alpha`` axis is drawn as accuracy
-against alpha, one line per combination of the other axes; any other stage as bars. matplotlib
-is imported inside `plot`, so gafkd imports without it.
+`draw_points` (one point ± std per config, results-accuracy.png), `draw_alpha` (accuracy
+against alpha, teachers as horizontal lines, results-alpha.png) and `draw_epochs` (test accuracy
+against epoch, mean line and ± std band, results-epochs.png) only draw: what to draw is decided
+by the pure functions in `curves`, which the tests check. `plot` is the accuracy figure from
+groups. Each accuracy axis starts where its label says. matplotlib is imported inside the
+drawing functions, so gafkd imports without it; the PNGs carry no version or date, so the same
+results give the same bytes.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gafkd.results.reference import Reference, ReferenceRow, header, match_reference
-from gafkd.results.rows import AXIS_LABELS, GroupRow, axis_names, axis_text, stage_names
+from gafkd import rundir
+from gafkd.results.curves import (
+    AlphaPanel,
+    AxisRange,
+    EpochPanel,
+    PointPanel,
+    point_panels,
+)
+from gafkd.results.reference import Reference, header
+from gafkd.results.rows import GroupRow
+
+DPI = 110
+OURS = "tab:blue"
+REFERENCE = "tab:gray"
+TEACHER_STYLES = ("--", ":", "-.")
 
 
 def plot(groups: Sequence[GroupRow], path: Path, reference: Reference | None = None) -> Path:
-    """A PNG with one panel per stage: accuracy against alpha with error bars (std) for a stage with
-    a train.alpha axis, one line per other-axis combination; bars with error bars otherwise.
-    Reference numbers are drawn beside: hollow markers on dashed lines, hatched bars."""
-    from matplotlib.figure import Figure  # lazily: only plots need matplotlib; Agg renders PNG
-
-    chosen, _ = match_reference(groups, reference) if reference else ({}, ())
-    stages = stage_names(groups) or ["no runs"]
-    ncols = min(len(stages), 2)
-    nrows = math.ceil(len(stages) / ncols)
-    figure = Figure(figsize=(6.4 * ncols, 4.4 * nrows), layout="constrained")
-    panels = figure.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in panels[len(stages) :]:
-        ax.set_axis_off()
-    for ax, stage in zip(panels, stages, strict=False):
-        members = [g for g in groups if g.stage == stage]
-        if any("train.alpha" in g.axes for g in members):
-            _alpha_panel(ax, members, chosen)
-        else:
-            _bar_panel(ax, members, chosen)
-        ax.set_title(stage)
-        ax.set_ylabel("accuracy (%)")
-        ax.grid(axis="y", alpha=0.3)
-    title = header(groups).replace(". ", ".\n", 1)  # the source may hold glyphs fonts lack
-    figure.suptitle(title + (f"\nReference: {reference.title}" if reference else ""), fontsize=8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=110)
-    return path
+    """The accuracy figure of `groups`: one panel per stage, one point ± std per config."""
+    return draw_points(point_panels(groups, reference), path, _title(groups, reference))
 
 
-def _alpha_panel(ax: Any, members: Sequence[GroupRow], chosen: Mapping[str, ReferenceRow]) -> None:
-    lines: dict[str, list[GroupRow]] = {}
-    for g in members:
-        other = [
-            f"{AXIS_LABELS.get(k, k)}={axis_text(v)}"
-            for k, v in g.axes.items()
-            if k != "train.alpha"
-        ]
-        lines.setdefault(", ".join(other) or "ours", []).append(g)
-    for label, line in lines.items():
-        done = sorted((g for g in line if g.mean is not None), key=_alpha)
-        x, y, err = [_alpha(g) for g in done], [g.mean for g in done], [g.std for g in done]
-        drawn = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)
-        refs = sorted((g for g in line if g.group in chosen), key=_alpha)
-        if refs:  # hollow markers, dashed, a little to the right
-            ax.errorbar(
-                [_alpha(g) + 0.01 for g in refs],
-                [chosen[g.group].mean for g in refs],
-                yerr=[chosen[g.group].std or 0.0 for g in refs],
+def draw_points(panels: Sequence[PointPanel], path: Path, title: str) -> Path:
+    """One panel per stage: each config's mean with a ± std error bar, the reference beside it
+    as a hollow grey marker; configs with fewer seeds than planned are marked ``2/3``."""
+    widths = [max(4.8, 0.5 * len(p.points) + 1.5) for p in panels] or [4.8]
+    ncols = 1 if max(widths) > 6.4 else min(len(panels), 2) or 1  # many configs: one a row
+    nrows = math.ceil(max(len(panels), 1) / ncols)
+    figure, axes = _figure(nrows, ncols, max(widths), 4.2)
+    for ax in axes[len(panels) :]:
+        _empty(ax, "no runs" if not panels else "")
+    for ax, panel in zip(axes, panels, strict=False):
+        legend = {"ours": "ours: mean ± std over seeds", "reference": "reference"}
+        for x, point in enumerate(panel.points):
+            if point.mean is None:
+                ax.annotate("not done", (x, panel.y.bottom), ha="center", va="bottom", fontsize=7)
+            else:
+                ax.errorbar(
+                    x,
+                    point.mean,
+                    yerr=point.std or 0.0,
+                    fmt="o",
+                    capsize=4,
+                    color=OURS,
+                    clip_on=False,
+                    label=legend.pop("ours", None),
+                )
+                if point.n_done < point.n_expected:
+                    top = point.mean + (point.std or 0.0)
+                    text = f"{point.n_done}/{point.n_expected}"
+                    ax.annotate(text, (x, top), ha="center", va="bottom", fontsize=7)
+            if point.reference is not None:
+                ax.errorbar(
+                    x + 0.25,
+                    point.reference,
+                    yerr=point.reference_std or 0.0,
+                    fmt="o",
+                    mfc="none",
+                    capsize=4,
+                    color=REFERENCE,
+                    clip_on=False,
+                    label=legend.pop("reference", None),
+                )
+        rotate = sum(len(p.label) for p in panel.points) > 40
+        ax.set_xticks(
+            range(len(panel.points)),
+            [p.label for p in panel.points],
+            fontsize=7,
+            rotation=30 if rotate else 0,
+            ha="right" if rotate else "center",
+        )
+        ax.set_xlim(-0.6, len(panel.points) - 0.4)
+        _accuracy_axis(ax, panel.y, panel.stage)
+    return _save(figure, path, title)
+
+
+def draw_alpha(panels: Sequence[AlphaPanel], path: Path, title: str) -> Path:
+    """One panel per stage and dataset: mean ± std against alpha, one line per teacher set, each
+    teacher's mean as a labelled horizontal line; reference numbers dashed with hollow markers."""
+    ncols = min(len(panels), 2) or 1
+    nrows = math.ceil(max(len(panels), 1) / ncols)
+    figure, axes = _figure(nrows, ncols, 6.4, 4.4)
+    for ax in axes[len(panels) :]:
+        _empty(ax, "")
+    for ax, panel in zip(axes, panels, strict=False):
+        alphas = sorted({a for line in panel.lines for a in line.alpha})
+        for line in panel.lines:
+            drawn = ax.errorbar(
+                line.alpha,
+                line.mean,
+                yerr=line.std,
                 marker="o",
-                mfc="none",
-                linestyle="--",
-                capsize=3,
-                color=drawn[0].get_color(),
-                label=f"{label} (reference)",
+                capsize=4,
+                clip_on=False,
+                label=f"{line.label}: mean ± std",
             )
-    ax.set_xlabel("alpha (weight of the image teacher)")
-    ax.legend(fontsize=7)
+            for a, m, s, done, expected in zip(
+                line.alpha, line.mean, line.std, line.n_done, line.n_expected, strict=True
+            ):
+                if done < expected:
+                    ax.annotate(f"{done}/{expected}", (a, m + s), ha="center", va="bottom", size=7)
+            if line.reference:
+                ax.errorbar(
+                    [r[0] for r in line.reference],
+                    [r[1] for r in line.reference],
+                    yerr=[r[2] or 0.0 for r in line.reference],
+                    marker="o",
+                    mfc="none",
+                    linestyle="--",
+                    capsize=4,
+                    color=drawn[0].get_color(),
+                    label=f"{line.label}: reference",
+                )
+        for i, level in enumerate(panel.teachers):
+            style = TEACHER_STYLES[i % len(TEACHER_STYLES)]
+            ax.axhline(level.mean, color="0.35", linestyle=style, linewidth=1.2, label=level.label)
+        if not panel.lines:
+            _note(ax, "no run done")
+        ax.set_xticks(alphas or [0.0, 1.0])
+        ax.set_xlabel("α (weight of the image teacher)")  # noqa: RUF001
+        _accuracy_axis(ax, panel.y, panel.title)
+    return _save(figure, path, title)
 
 
-def _alpha(group: GroupRow) -> float:
-    return float(group.axes["train.alpha"])
+def draw_epochs(panels: Sequence[EpochPanel], path: Path, title: str) -> Path:
+    """Rows: stages, columns: datasets; in each panel one line per config (mean test accuracy
+    over seeds per epoch) with a band of ± std."""
+    from matplotlib.ticker import MaxNLocator
+
+    nrows = max((p.row for p in panels), default=0) + 1
+    ncols = max((p.col for p in panels), default=0) + 1
+    figure, axes = _figure(nrows, ncols, 4.6 if ncols > 1 else 6.4, 3.6)
+    used = {p.row * ncols + p.col for p in panels}
+    for i, ax in enumerate(axes):
+        if i not in used:
+            _empty(ax, "no runs" if not panels else "")
+    for panel in panels:
+        ax = axes[panel.row * ncols + panel.col]
+        for curve in panel.curves:
+            low = [m - s for m, s in zip(curve.mean, curve.std, strict=True)]
+            high = [m + s for m, s in zip(curve.mean, curve.std, strict=True)]
+            marker = "o" if len(curve.epochs) <= 20 else None
+            (line,) = ax.plot(curve.epochs, curve.mean, marker=marker, markersize=3)
+            ax.fill_between(curve.epochs, low, high, color=line.get_color(), alpha=0.15, lw=0)
+            if len(panel.curves) > 1 or curve.label != panel.stage:  # else the title says it
+                line.set_label(curve.label)
+        if not panel.curves:
+            _note(ax, "no run done")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        _accuracy_axis(ax, panel.y, panel.title)
+    return _save(figure, path, title)
 
 
-def _bar_panel(ax: Any, members: Sequence[GroupRow], chosen: Mapping[str, ReferenceRow]) -> None:
-    shift = 0.2 if chosen else 0.0
-    width = 0.4 if chosen else 0.8
-    legend = {"ours": "ours", "reference": "reference"}  # each label once
-    lows: list[float] = []
-    for i, g in enumerate(members):
-        if g.mean is not None:
-            ax.bar(
-                i - shift,
-                g.mean,
-                width,
-                yerr=g.std,
-                capsize=3,
-                color="tab:blue",
-                label=legend.pop("ours", None),
-            )
-            lows.append(g.mean - (g.std or 0.0))
-            if g.n_done < g.n_expected:  # flag seeds not averaged
-                text = f"{g.n_done}/{g.n_expected}"
-                top = g.mean + (g.std or 0.0)
-                ax.annotate(text, (i - shift, top), ha="center", va="bottom", fontsize=7)
-        ref = chosen.get(g.group)
-        if ref is not None:
-            ax.bar(
-                i + shift,
-                ref.mean,
-                width,
-                yerr=ref.std,
-                capsize=3,
-                fill=False,
-                hatch="//",
-                edgecolor="tab:gray",
-                label=legend.pop("reference", None),
-            )
-            lows.append(ref.mean - (ref.std or 0.0))
-    varying = [
-        n for n in axis_names(members) if len({axis_text(g.axes.get(n, "-")) for g in members}) > 1
-    ]
-    ticks = [", ".join(axis_text(g.axes.get(n, "-")) for n in varying) for g in members]
-    ax.set_xticks(range(len(members)), ticks, fontsize=7, rotation=30, ha="right")
-    if lows:  # accuracies differ by tenths: do not start the bars at 0
-        ax.set_ylim(bottom=max(0.0, min(lows) - 5.0))
-        ax.legend(fontsize=7)
+def epochs_title() -> str:
+    return (
+        "Test accuracy after each epoch (metrics.jsonl).\n"
+        "Line: mean over seeds; band: ± std (ddof=0); one accuracy axis per dataset."
+    )
+
+
+def alpha_title(groups: Sequence[GroupRow], reference: Reference | None) -> str:
+    return _title(groups, reference) + "\nHorizontal lines: the teachers' mean accuracy."
+
+
+def _title(groups: Sequence[GroupRow], reference: Reference | None) -> str:
+    title = header(groups).replace(". ", ".\n", 1)  # the source may hold glyphs fonts lack
+    return title + (f"\nReference: {reference.title}" if reference else "")
+
+
+def _figure(nrows: int, ncols: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    from matplotlib.figure import Figure  # lazily: only drawing needs matplotlib; Agg renders
+
+    figure = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    return figure, list(figure.subplots(nrows, ncols, squeeze=False).ravel())
+
+
+def _accuracy_axis(ax: Any, y: AxisRange, title: str) -> None:
+    ax.set_ylim(y.bottom, y.top)
+    ax.set_ylabel(y.label)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
+
+
+def _empty(ax: Any, text: str) -> None:
+    """A grid cell without a panel: no axes, `text` if any."""
+    _note(ax, text)
+    ax.set_axis_off()
+
+
+def _note(ax: Any, text: str) -> None:
+    if text:
+        ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+
+
+def _save(figure: Any, path: Path, title: str) -> Path:
+    figure.suptitle(title, fontsize=8)
+    path = Path(path)
+    with rundir.atomic_open(path, "wb") as handle:  # a crash leaves the old or the new
+        figure.savefig(handle, format="png", dpi=DPI, metadata={"Software": None})
+    return path

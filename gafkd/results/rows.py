@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 AxisValue = str | int | float | bool
@@ -59,6 +60,8 @@ class RunRow:
     metrics: Mapping[str, float] = field(default_factory=dict)  # every accuracy in result.json
     detail: str = ""  # failed: the error's last line; missing: the runner's state, if any
     settings: Mapping[str, AxisValue] = field(default_factory=dict)  # its config, dotted keys
+    run_dir: Path | None = None  # where its files are (its metrics.jsonl: the epoch curves)
+    teachers: Mapping[str, str] = field(default_factory=dict)  # role -> the teacher run's group
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class GroupRow:
     mean: float | None  # None when no seed is done
     std: float | None  # ddof=0
     settings: Mapping[str, AxisValue] = field(default_factory=dict)  # config of its first run
+    teachers: Mapping[str, str] = field(default_factory=dict)  # role -> teacher group, as runs
 
     @property
     def n_done(self) -> int:

@@ -1,9 +1,10 @@
-"""Results of a grid: one row per planned run, mean ± std over seeds, tables and a plot.
+"""Results of a grid: one row per planned run, mean ± std over seeds, tables and figures.
 
-`collect` reads a grid's ``.batch/plan.json`` and each run's ``result.json`` (the only reads);
-`aggregate`, `markdown` and `to_csv` are pure; `write_all` writes results.md, results.csv and
-results.png. The std over seeds is the population std (ddof=0), as in the lab's notes, whose
-every recorded mean and std checks out that way.
+`collect` reads a grid's ``.batch/plan.json`` and each run's ``result.json`` (the only reads
+here; `curves.read_histories` reads the metrics.jsonl files); `aggregate`, `markdown` and
+`to_csv` are pure; `write_all` writes results.md, results.csv and the PNG figures (`FIGURES`).
+The std over seeds is the population std (ddof=0), as in the lab's notes, whose every recorded
+mean and std checks out that way.
 
 The rows and metric names live in `gafkd.results.rows`, reference files (`load_reference`,
 `match_reference`, `LAB_REFERENCE`) in `gafkd.results.reference` and the figure (`plot`) in
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -24,7 +26,8 @@ import numpy as np
 from gafkd import rundir
 from gafkd.config import ConfigError, dotted
 from gafkd.experiments.batchdir import read_plan_file, read_state_file
-from gafkd.results.figure import plot
+from gafkd.results.curves import alpha_panels, epoch_panels, read_histories
+from gafkd.results.figure import alpha_title, draw_alpha, draw_epochs, epochs_title, plot
 from gafkd.results.reference import Reference, header, load_reference, match_reference
 from gafkd.results.rows import (
     AXIS_LABELS,
@@ -37,6 +40,12 @@ from gafkd.results.rows import (
     axis_text,
     stage_names,
 )
+
+FIGURES = {  # kind -> (file name beside results.md, what it shows)
+    "accuracy": ("results-accuracy.png", "accuracy per config: mean ± std over seeds"),
+    "alpha": ("results-alpha.png", "accuracy against α, the teachers as horizontal lines"),  # noqa: RUF001
+    "epochs": ("results-epochs.png", "test accuracy against epoch: mean ± std over seeds"),
+}
 
 # -- reading the runs ----------------------------------------------------------------------------
 
@@ -52,7 +61,8 @@ def collect(root: Path) -> list[RunRow]:
     plan = read_plan_file(batch_dir / "plan.json")
     state_path = batch_dir / "state.json"
     states = read_state_file(state_path)["runs"] if state_path.exists() else {}
-    return [_run_row(run, grid_root, states.get(run["id"], {})) for run in plan["runs"]]
+    groups = {str(run["run_dir"]): str(run["group"]) for run in plan["runs"]}
+    return [_run_row(run, grid_root, states.get(run["id"], {}), groups) for run in plan["runs"]]
 
 
 def _locate(root: Path) -> tuple[Path, Path]:
@@ -66,12 +76,25 @@ def _locate(root: Path) -> tuple[Path, Path]:
     )
 
 
-def _run_row(run: Mapping[str, Any], grid_root: Path, state: Mapping[str, Any]) -> RunRow:
+def _run_row(
+    run: Mapping[str, Any], grid_root: Path, state: Mapping[str, Any], groups: Mapping[str, str]
+) -> RunRow:
     axes: dict[str, AxisValue] = dict(run.get("axes", {}))
     seed = int(axes.get("seed", run.get("config", {}).get("seed", 0)))
     settings = _flatten(run.get("config", {}))
-    row = partial(RunRow, run["id"], run["stage"], run["group"], axes, seed, settings=settings)
     run_dir = _run_dir(grid_root, str(run["run_dir"]), str(run["id"]))
+    teachers = _teachers(run.get("config", {}).get("teachers", {}), groups)
+    row = partial(
+        RunRow,
+        run["id"],
+        run["stage"],
+        run["group"],
+        axes,
+        seed,
+        settings=settings,
+        run_dir=run_dir,
+        teachers=teachers,
+    )
     result = rundir.read_result(run_dir)
     if result is not None:
         metrics: dict[str, float] = {}
@@ -89,6 +112,15 @@ def _run_row(run: Mapping[str, Any], grid_root: Path, state: Mapping[str, Any]) 
     if runner == "failed" or (error is not None and runner not in ("queued", "running")):
         return row("failed", None, "", detail=str(state.get("error") or error or "failed"))
     return row("missing", None, "", detail=runner)
+
+
+def _teachers(table: Any, groups: Mapping[str, str]) -> dict[str, str]:
+    """Role -> the group of the teacher run a run learns from (config ``teachers.<role>.run``
+    is the teacher's planned run_dir); a teacher from outside the grid is left out."""
+    if not isinstance(table, Mapping):
+        return {}
+    runs = {role: str(t.get("run", "")) for role, t in table.items() if isinstance(t, Mapping)}
+    return {role: groups[run] for role, run in runs.items() if run in groups}
 
 
 def _run_dir(grid_root: Path, run_dir: str, run_id: str) -> Path:
@@ -138,6 +170,7 @@ def aggregate(rows: Sequence[RunRow], metric: Metric = "reported_acc") -> list[G
                 stage=members[0].stage,
                 axes={k: v for k, v in members[0].axes.items() if k != "seed"},
                 settings=members[0].settings,
+                teachers=members[0].teachers,
                 metric=metric,
                 report=reports.pop() if len(reports) == 1 else ("mixed" if reports else ""),
                 seeds=tuple(r.seed for r in done),
@@ -163,12 +196,16 @@ def _why(row: RunRow, metric: str) -> str:
 
 
 def markdown(
-    groups: Sequence[GroupRow], reference: Reference | None = None, title: str = ""
+    groups: Sequence[GroupRow],
+    reference: Reference | None = None,
+    title: str = "",
+    figures: Sequence[tuple[str, str]] = (),
 ) -> str:
     """One table per stage, ready to paste into lab notes.
 
     With a reference, a stage with any matched row gets its mean ± std, the difference Δ and the
-    row's label; reference rows beside no config are listed below the tables.
+    row's label; reference rows beside no config are listed below the tables. `figures`,
+    (caption, file name) pairs, are linked at the end.
     """
     chosen, unused = match_reference(groups, reference) if reference else ({}, ())
     lines = [f"# {title}", ""] if title else []
@@ -194,6 +231,9 @@ def markdown(
     if unused:
         lines += [f"Reference rows beside no config of this grid ({len(unused)}):", ""]
         lines += [f"- {r.describe()}" for r in unused] + [""]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"![{caption}]({name})\n" for caption, name in figures]
     return "\n".join(lines)
 
 
@@ -239,21 +279,34 @@ def _blank(value: object) -> object:
 def write_all(
     root: Path, reference: Reference | Path | str | None = None, metric: Metric = "reported_acc"
 ) -> dict[str, Path]:
-    """Write results.md, results.csv and results.png into the grid folder ``runs/<grid>/``."""
+    """Write results.md, results.csv and the figures (`FIGURES`) into ``runs/<grid>/``.
+
+    Returns their paths by kind: markdown, csv, accuracy, alpha (only for a grid with a
+    ``train.alpha`` axis) and epochs. A done run whose metrics.jsonl is missing or damaged is
+    left out of the epoch curves with one warning line on stderr naming the file.
+    """
     grid_root, _ = _locate(Path(root))
     if reference is not None and not isinstance(reference, Reference):
         reference = load_reference(reference)
-    groups = aggregate(collect(grid_root), metric)
-    paths = {
-        "markdown": grid_root / "results.md",
-        "csv": grid_root / "results.csv",
-        "png": grid_root / "results.png",
-    }
+    runs = collect(grid_root)
+    groups = aggregate(runs, metric)
+    histories, warnings = read_histories(runs)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    alpha = alpha_panels(groups, reference)
+    figures = {kind: grid_root / name for kind, (name, _) in FIGURES.items()}
+    if not alpha:
+        del figures["alpha"]
+    paths = {"markdown": grid_root / "results.md", "csv": grid_root / "results.csv", **figures}
     title = f"Results: {grid_root.resolve().name}"
-    table, rows = markdown(groups, reference, title=title), to_csv(groups, reference)
+    links = [(FIGURES[kind][1], path.name) for kind, path in figures.items()]
+    table = markdown(groups, reference, title=title, figures=links)
     with rundir.atomic_open(paths["markdown"]) as handle:  # a crash leaves the old or the new
         handle.write(table)
     with rundir.atomic_open(paths["csv"]) as handle:
-        handle.write(rows)
-    plot(groups, paths["png"], reference)
+        handle.write(to_csv(groups, reference))
+    plot(groups, paths["accuracy"], reference)
+    if alpha:
+        draw_alpha(alpha, paths["alpha"], alpha_title(groups, reference))
+    draw_epochs(epoch_panels(runs, histories), paths["epochs"], epochs_title())
     return paths

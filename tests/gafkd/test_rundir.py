@@ -82,3 +82,20 @@ def test_a_busy_lock_names_its_holder_even_before_the_holder_has_written_it(
     finally:
         writer.join()
         holder.close()
+
+
+def test_a_run_killed_while_its_checkpoint_rotates_keeps_checkpoint_pt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkpoint.pt is never missing: killed mid-save, the last epoch's file is still there."""
+    rundir.save_checkpoint({"epoch": 1}, tmp_path)
+
+    def killed(obj: object, path: Path) -> None:
+        raise KeyboardInterrupt  # the runner's cancel, between rotating and writing
+
+    monkeypatch.setattr(rundir, "save_torch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.save_checkpoint({"epoch": 2}, tmp_path)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        assert rundir.load_torch(tmp_path / name, "", weights_only=False) == {"epoch": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.prev.pt", "checkpoint.pt"]

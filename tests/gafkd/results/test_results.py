@@ -292,16 +292,55 @@ def test_csv_parses_back_to_the_groups(grid_root: Path) -> None:
     assert (rows[0]["ref_mean"], rows[0]["ref_std"], rows[1]["ref_std"]) == ("50.0", "1.0", "")
 
 
-def test_write_all_writes_markdown_csv_and_png(grid_root: Path) -> None:
+def test_write_all_writes_markdown_csv_and_the_figures(grid_root: Path) -> None:
     paths = results.write_all(grid_root, reference=results.LAB_REFERENCE)
-    assert set(paths) == {"markdown", "csv", "png"}
+    assert set(paths) == {"markdown", "csv", "accuracy", "alpha", "epochs"}
     assert all(path.parent == grid_root for path in paths.values())
-    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for kind in ("accuracy", "alpha", "epochs"):
+        assert paths[kind].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = paths["markdown"].read_text()
     assert text.startswith("# Results: tiny")
     assert "Lab notes" in text
     n_rows = len(results.load_reference(results.LAB_REFERENCE).rows)  # none is about tiny data
     assert f"beside no config of this grid ({n_rows})" in text
+
+
+def test_epoch_curves_of_real_runs_average_their_metrics_jsonl(grid_root: Path) -> None:
+    rows = collect(grid_root)
+    histories, warnings = results.read_histories(rows)
+    assert warnings == []
+    assert set(histories) == {r.id for r in rows if r.status == "done"}
+    panels = results.epoch_panels(rows, histories)
+    assert [p.title for p in panels] == ["gaf_teacher, dataset=tiny", "student, dataset=tiny"]
+    for panel in panels:
+        [curve] = panel.curves
+        files = sorted((grid_root / curve.group).glob("seed*/metrics.jsonl"))
+        assert len(files) == 2  # the failed and the queued seed have none
+        lines = [[json.loads(line) for line in f.read_text().splitlines()] for f in files]
+        accuracy = np.array([[line["test_acc"] for line in run] for run in lines])
+        assert curve.epochs == (1, 2)
+        assert curve.mean == pytest.approx(accuracy.mean(axis=0))
+        assert curve.std == pytest.approx(accuracy.std(axis=0, ddof=0))
+        assert curve.n == (2, 2)
+        assert curve.label.endswith("(2/3 seeds)")
+
+
+def test_runs_know_the_group_of_each_teacher_they_learn_from(tmp_path: Path) -> None:
+    batch = tmp_path / "runs" / "g" / ".batch"
+    batch.mkdir(parents=True)
+    teacher = {"id": "t/a/seed0", "stage": "t", "group": "t/a", "run_dir": "runs/g/t/a/seed0"}
+    student = {
+        "id": "s/a/seed0",
+        "stage": "s",
+        "group": "s/a",
+        "run_dir": "runs/g/s/a/seed0",
+        "config": {"teachers": {"image": {"run": "runs/g/t/a/seed0"}, "signal": {"run": "x"}}},
+    }
+    (batch / "plan.json").write_text(json.dumps({"grid": "g", "runs": [teacher, student]}))
+    rows = collect(tmp_path / "runs" / "g")
+    assert [dict(r.teachers) for r in rows] == [{}, {"image": "t/a"}]  # x: not of this grid
+    assert rows[1].run_dir == tmp_path / "runs" / "g" / "s" / "a" / "seed0"
+    assert dict(aggregate(rows)[1].teachers) == {"image": "t/a"}
 
 
 def test_plot_draws_stages_without_done_runs(tmp_path: Path) -> None:
