@@ -12,8 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gafkd.config import ConfigError, TrainingError, load_config
+
+if TYPE_CHECKING:
+    from gafkd.experiments.launch import LaunchOptions
 
 
 def builtin_configs() -> dict[str, Path]:
@@ -188,20 +192,24 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _launch(args: argparse.Namespace) -> None:
-    from gafkd.experiments.launch import launch
+    from gafkd.experiments.launch import launch_with
 
-    launch(
-        args.grid,
-        args.overrides,
-        args.root,
-        dry=args.dry,
-        foreground=args.foreground,
-        resume=args.resume,
-        per_gpu=args.per_gpu,
-        gpus=args.gpus,
+    options = launch_options(args)
+    launch_with(args.grid, args.root, options, dry=args.dry, foreground=args.foreground)
+
+
+def launch_options(args: argparse.Namespace) -> LaunchOptions:
+    """The `LaunchOptions` of a parsed ``gafkd launch`` (what `launch_flags` wrote)."""
+    from gafkd.experiments.launch import LaunchOptions
+
+    return LaunchOptions(
+        overrides=tuple(args.overrides),
         retries=args.retries,
-        backend=args.backend,
+        per_gpu=args.per_gpu,
+        gpus=None if args.gpus is None else tuple(args.gpus),
         queue=args.queue,
+        resume=args.resume,
+        backend=args.backend,
         on_reboot=args.on_reboot,
         rerun_changed=args.rerun_changed,
     )

@@ -264,6 +264,22 @@ def connect(host: Host) -> Connection:
     return connection  # type: ignore[no-any-return]
 
 
+def connect_hosts(
+    names: str, configured: Mapping[str, Any], ssh_config: Path | None = None
+) -> list[tuple[Host, Connection]]:
+    """``--host lab`` or ``lab1,lab2`` -> (Host, open connection) pairs, in the order given;
+    `configured` is invoke.yaml's ``hosts:``, `ssh_config` by default ``~/.ssh/config``."""
+    chosen = select_hosts(names, configured, ssh_config or Path.home() / ".ssh/config")
+    return [(host, connect(host)) for host in chosen]
+
+
+def connect_one(names: str, configured: Mapping[str, Any]) -> tuple[Host, Connection]:
+    """`connect_hosts` for a task that acts on one host; ``lab1,lab2`` is refused."""
+    if "," in names:
+        raise ProvisionError(f"--host {names!r} names several hosts; this task takes one")
+    return connect_hosts(names, configured)[0]
+
+
 def _open(connection: Any, name: str, jump_to: str, ssh_config: Path, known_hosts: Path) -> None:
     """Open one hop, ``name`` (the jump host to ``jump_to``, if given); ssh's failures become
     one line naming it."""

@@ -110,6 +110,27 @@ def status(connection: Connection, host: Host, grid: str | None = None) -> dict[
     return parse_status(result.stdout, marker, host)
 
 
+def statuses(
+    opened: Sequence[tuple[Host, Connection]], grid: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """`status` of each opened host, by alias: what ``invoke status --host lab1,lab2`` draws."""
+    return {host.alias: status(connection, host, grid) for host, connection in opened}
+
+
+def cancel(connection: Connection, host: Host, grid: str, run: str | None = None) -> str:
+    """``gafkd cancel GRID [--run RUN]`` on the host; what it printed."""
+    args = ("cancel", grid, *(("--run", run) if run else ()))
+    return gafkd(connection, host, *args, what="gafkd cancel").stdout
+
+
+def logs(
+    connection: Connection, host: Host, run: str, grid: str | None = None, follow: bool = False
+) -> None:
+    """``gafkd logs RUN [--grid GRID] [--follow]`` on the host, printed as it comes."""
+    args = ("logs", run, *(("--grid", grid) if grid else ()), *(("--follow",) * follow))
+    gafkd(connection, host, *args, stream=True, what="gafkd logs")
+
+
 def parse_status(text: str, marker: str, host: Host) -> dict[str, Any]:
     """The JSON between the first two lines that are ``marker``; what is around it is ignored.
 

@@ -7,7 +7,8 @@ it yielded nothing). Steps never change anything themselves; `run_host` prints e
 host now matches (an empty plan), and only then plans the next step, because later facts depend
 on earlier changes. A step that does not apply to a host (no GPU on it) raises SkipStep: it is
 reported as skipped with its reason, and the run goes on. `run_hosts` runs the hosts in
-parallel; `report_table` and `report_json` summarise the outcomes.
+parallel; `report_table` and `report_json` summarise the outcomes, `print_report` prints the
+summary and `fail_on_errors` ends a task naming every failed step.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -214,3 +216,23 @@ def report_table(outcomes: Iterable[Outcome]) -> Table:
 def report_json(outcomes: Iterable[Outcome], *, dry: bool) -> str:
     """The run's summary for scripts: ``{"dry": ..., "outcomes": [...]}``."""
     return json.dumps({"dry": dry, "outcomes": [asdict(o) for o in outcomes]}, indent=2)
+
+
+def print_report(outcomes: Sequence[Outcome], *, as_json: bool, dry: bool) -> None:
+    """The summary: a table, or JSON for scripts; then the dry-run caveat when it applies."""
+    if as_json:
+        print(report_json(outcomes, dry=dry))
+    else:
+        from rich.console import Console
+
+        Console().print(report_table(outcomes))
+    if dry and any(o.status == "planned" for o in outcomes):
+        print(DRY_NOTE, file=sys.stderr if as_json else sys.stdout)
+
+
+def fail_on_errors(outcomes: Iterable[Outcome]) -> None:
+    """After the report: a ProvisionError naming every failed step, one line each (a task
+    prints it as ``error: HOST STEP: DETAIL`` lines)."""
+    failed = [f"{o.host} {o.step}: {o.detail}" for o in outcomes if o.status == "failed"]
+    if failed:
+        raise ProvisionError("\nerror: ".join(failed))

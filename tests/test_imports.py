@@ -13,8 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("gafkd", "provisioning", "tasks")
-BANNED = ("gafkd", "torch")  # for provisioning
+PACKAGES = ("gafkd", "provisioning", "tasks")  # tasks: the root tasks.py
+BANNED = {
+    "provisioning": ("gafkd", "torch"),
+    "gafkd": ("fabric", "invoke", "paramiko", "provisioning"),
+}
 
 
 def module_files() -> dict[str, Path]:
@@ -113,6 +116,9 @@ def test_no_module_imports_itself_back() -> None:
     graph = import_graph()
     assert "gafkd.cli" in graph
     assert "provisioning.core" in graph
+    assert {"gafkd.experiments.launch", "provisioning.hosts", "provisioning.steps"} <= graph[
+        "tasks"
+    ]
     found = cycles(graph)
     assert not found, "import cycles (docs/architecture.md, Imports):\n" + "\n".join(found)
 
@@ -129,13 +135,27 @@ def test_provisioning_imports_without_gafkd_or_torch() -> None:
     )
     assert out.stdout.strip() == "[]"
     # nor inside a function, where importing the module does not show it
-    found = [
+    found = banned_imports("provisioning")
+    assert not found, "provisioning imports gafkd or torch at " + ", ".join(found)
+
+
+def banned_imports(package: str) -> list[str]:
+    """Where a module of `package` imports one it must not (`BANNED`), anywhere in its file."""
+    modules = module_files()
+    names = sorted(name for name in modules if name.split(".")[0] == package)
+    banned = BANNED[package]
+    return [
         f"{modules[name].relative_to(ROOT)}:{node.lineno}"
         for name in names
         for node in ast.walk(ast.parse(modules[name].read_text()))
         if (
-            isinstance(node, ast.Import) and any(a.name.split(".")[0] in BANNED for a in node.names)
+            isinstance(node, ast.Import) and any(a.name.split(".")[0] in banned for a in node.names)
         )
-        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in BANNED)
+        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in banned)
     ]
-    assert not found, "provisioning imports gafkd or torch at " + ", ".join(found)
+
+
+def test_gafkd_never_imports_fabric_invoke_or_provisioning() -> None:
+    """Not at the top (tests/test_layout.py imports it), nor inside a function."""
+    found = banned_imports("gafkd")
+    assert not found, "gafkd imports fabric, invoke or provisioning at " + ", ".join(found)

@@ -67,17 +67,17 @@ def test_launch_on_a_slurm_host_passes_its_settings_then_the_command_line(
 ) -> None:
     from invoke import Context
 
-    from provisioning import remote
+    import tasks
+    from provisioning import hosts, remote
     from provisioning.hosts import parse_host
-    from tasks import experiment
 
     host = parse_host("cluster", {"backend": "slurm", "slurm": {"partition": "gpu", "cpus": 8}})
     calls: list[tuple[str, list[str]]] = []
-    monkeypatch.setattr(experiment, "connect_one", lambda c, name: (host, None))
+    monkeypatch.setattr(hosts, "connect_one", lambda name, configured: (host, None))
     monkeypatch.setattr(
         remote, "launch", lambda conn, lab, grid, options, **kw: calls.append((grid, options))
     )
-    experiment.launch.body(Context(), "kd_alpha", set=["slurm.cpus=2"], host="cluster")
+    tasks.launch.body(Context(), "kd_alpha", set=["slurm.cpus=2"], host="cluster")
     ((grid, options),) = calls
     assert grid == "kd_alpha"
     sets = [o for o in options if o.startswith("--set=")]
@@ -85,7 +85,7 @@ def test_launch_on_a_slurm_host_passes_its_settings_then_the_command_line(
     assert "--backend=slurm" in options  # the host's default backend
 
     calls.clear()
-    experiment.launch.body(Context(), "kd_alpha", host="cluster", backend="local")
+    tasks.launch.body(Context(), "kd_alpha", host="cluster", backend="local")
     ((_, options),) = calls
     assert not [o for o in options if "slurm" in o]  # --backend local: no Slurm settings
 
@@ -96,17 +96,17 @@ def test_a_bad_slurm_setting_in_invoke_yaml_names_the_host_and_key(
     from invoke import Context
     from invoke.exceptions import Exit
 
-    from provisioning import remote
+    import tasks
+    from provisioning import hosts, remote
     from provisioning.core import ProvisionError
     from provisioning.hosts import parse_host
-    from tasks import experiment
 
     host = parse_host("cluster", {"backend": "slurm", "slurm": {"partion": "gpu"}})
     calls: list[str] = []
-    monkeypatch.setattr(experiment, "connect_one", lambda c, name: (host, None))
+    monkeypatch.setattr(hosts, "connect_one", lambda name, configured: (host, None))
     monkeypatch.setattr(remote, "launch", lambda conn, lab, grid, options, **kw: calls.append(grid))
     with pytest.raises(Exit) as error:
-        experiment.launch.body(Context(), "kd_alpha", host="cluster")
+        tasks.launch.body(Context(), "kd_alpha", host="cluster")
     message = str(error.value.message)
     assert re.match(r"error: invoke\.yaml hosts\.cluster\.slurm: .*slurm\.partion", message)
     assert "\n" not in message
@@ -121,12 +121,13 @@ def test_a_control_character_in_a_set_for_a_host_is_refused_before_connecting(
     from invoke import Context
     from invoke.exceptions import Exit
 
-    from tasks import experiment
+    import tasks
+    from provisioning import hosts
 
     connected: list[str] = []
-    monkeypatch.setattr(experiment, "connect_one", lambda c, name: connected.append(name))
+    monkeypatch.setattr(hosts, "connect_one", lambda name, configured: connected.append(name))
     with pytest.raises(Exit) as error:
-        experiment.launch.body(
+        tasks.launch.body(
             Context(), "kd_alpha", set=["slurm.account=lab\ntouch x"], host="cluster", dry=True
         )
     message = str(error.value.message)
@@ -155,11 +156,11 @@ def test_bad_task_options_are_one_line_before_any_connection(
     from invoke import Context
     from invoke.exceptions import Exit
 
-    from tasks import experiment
+    import tasks
 
     arguments = {"grid": "kd_alpha"} if task != "logs" else {}
     with pytest.raises(Exit) as error:
-        getattr(experiment, task).body(Context(), **(arguments | options), root=str(tmp_path))
+        getattr(tasks, task).body(Context(), **(arguments | options), root=str(tmp_path))
     assert str(error.value.message).startswith(message)
     assert not (tmp_path / "runs").exists()
 

@@ -15,11 +15,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
-from gafkd.config import ConfigError
+from gafkd.config import ConfigError, check_override
 from gafkd.experiments.batchdir import (
     CANCELLED,
     RUNNER_LOG,
@@ -59,6 +59,105 @@ def parse_count(option: str, text: str) -> int:
     if count < 1:
         raise ConfigError(f"{option} takes a whole number of at least 1, e.g. 2; got {text!r}")
     return count
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What ``gafkd launch GRID`` is told besides the grid, ``--root``, ``--dry`` and
+    ``--foreground``: the options that travel on a command line, to the detached runner
+    (``gafkd batch-run``), into the ``@reboot`` line and to a lab host (``invoke launch
+    --host``). `launch_flags` writes them; ``gafkd launch`` (:mod:`gafkd.cli`) reads them back.
+    An empty `backend` leaves the choice to the host (its ``backend`` setting) or to local."""
+
+    overrides: tuple[str, ...] = ()
+    retries: int = 2
+    per_gpu: int | None = None
+    gpus: tuple[int, ...] | None = None
+    queue: Path | None = None
+    resume: bool = False
+    backend: str = "local"
+    on_reboot: bool = False
+    rerun_changed: bool = False
+
+
+def launch_flags(options: LaunchOptions) -> list[str]:
+    """The one writer of ``gafkd launch``'s flags: ``--set`` items in order, then the rest.
+
+    >>> launch_flags(LaunchOptions(("seed=[0]",), per_gpu=2, gpus=(0, 1), backend="slurm"))
+    ['--set=seed=[0]', '--retries=2', '--per-gpu=2', '--gpus=0,1', '--backend=slurm']
+    """
+    flags = [f"--set={item}" for item in options.overrides] + [f"--retries={options.retries}"]
+    flags += [f"--per-gpu={options.per_gpu}"] if options.per_gpu else []
+    flags += [f"--gpus={','.join(map(str, options.gpus))}"] if options.gpus is not None else []
+    flags += [f"--queue={options.queue}"] if options.queue else []
+    flags += ["--resume"] if options.resume else []
+    flags += ["--backend=slurm"] if options.backend == "slurm" else []  # local is the default
+    flags += ["--on-reboot"] if options.on_reboot else []
+    return flags + (["--rerun-changed"] if options.rerun_changed else [])
+
+
+def parse_options(
+    overrides: Sequence[str],
+    *,
+    retries: int = 2,
+    per_gpu: str = "",
+    gpus: str = "",
+    resume: bool = False,
+    backend: str = "",
+    on_reboot: bool = False,
+    rerun_changed: bool = False,
+) -> LaunchOptions:
+    """`LaunchOptions` from ``invoke launch``'s text (``--per-gpu 2 --gpus 0,1``); a bad
+    number is one ConfigError."""
+    gpu_list = tuple(parse_gpus(gpus)) if gpus else None
+    count = parse_count("--per-gpu", per_gpu) if per_gpu else None
+    return LaunchOptions(
+        tuple(overrides), retries, count, gpu_list, None, resume, backend, on_reboot, rerun_changed
+    )
+
+
+def check_for_host(options: LaunchOptions, *, foreground: bool) -> None:
+    """What ``invoke launch --host`` refuses before anything is synced or runs on the host."""
+    if foreground:
+        raise ConfigError("--foreground stays here; with --host the runner detaches")
+    for item in options.overrides:
+        check_override(item)
+
+
+def for_host(
+    options: LaunchOptions, alias: str, backend: str, slurm_settings: Sequence[str]
+) -> LaunchOptions:
+    """The options a launch on lab host `alias` sends: the host's `backend` unless one was
+    given, and with Slurm its ``slurm:`` settings from invoke.yaml, checked, before the
+    ``--set`` items (which win)."""
+    chosen = options.backend or backend
+    if chosen != "slurm":
+        return replace(options, backend=chosen)
+    from gafkd.experiments.slurm import check_host_settings
+
+    check_host_settings(alias, slurm_settings)
+    return replace(options, backend=chosen, overrides=(*slurm_settings, *options.overrides))
+
+
+def launch_with(
+    grid: str, root: Path, options: LaunchOptions, *, dry: bool, foreground: bool
+) -> None:
+    """`launch` told by `LaunchOptions` (``gafkd launch``, ``invoke launch``)."""
+    launch(
+        grid,
+        options.overrides,
+        root,
+        dry=dry,
+        foreground=foreground,
+        resume=options.resume,
+        per_gpu=options.per_gpu,
+        gpus=options.gpus,
+        retries=options.retries,
+        backend=options.backend or "local",
+        queue=options.queue,
+        on_reboot=options.on_reboot,
+        rerun_changed=options.rerun_changed,
+    )
 
 
 def choose_slots(per_gpu: int | None, gpus: Sequence[int] | None) -> tuple[Slots, str]:
@@ -174,9 +273,9 @@ def launch(
     slots, reason = choose_slots(per_gpu, gpus)
     if queue is not None:
         check_folder(queue)  # :mod:`gafkd.experiments.hostqueue`
-    options = [f"--retries={retries}"] + ([f"--per-gpu={per_gpu}"] if per_gpu else [])
-    options += [f"--gpus={','.join(map(str, gpus))}"] if gpus else []
-    options += [f"--queue={queue}"] if queue else []
+    chosen = tuple(gpus) if gpus else None  # an empty list is not passed on to the runner
+    runner = LaunchOptions(retries=retries, per_gpu=per_gpu, gpus=chosen, queue=queue)
+    options = launch_flags(runner)  # the runner's, and the @reboot line's after --resume
     crontab = None
     if on_reboot:  # cron is checked and the line built before anything starts
         from gafkd.experiments import reboot

@@ -1,7 +1,7 @@
 """The status screen: `status.collect`'s dict drawn with rich, GPUs first, then batches.
 
 `render` is pure: it returns a rich renderable and prints nothing; `gafkd.experiments.status.watch`
-and the CLI print it.
+and the CLI print it. `render_hosts` puts several lab hosts' screens under their aliases.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Group, RenderableType
 from rich.markup import escape
+from rich.rule import Rule
 from rich.table import Table
 
 WAITING_SHOWN = 5  # queued or blocked runs listed with their reason; the rest are counted
@@ -47,6 +48,12 @@ def render(status: Mapping[str, Any]) -> RenderableType:
         if len(waiting) > WAITING_SHOWN:
             parts.append(f"  [dim]... and {len(waiting) - WAITING_SHOWN} more waiting[/]")
     return Group(*parts)
+
+
+def render_hosts(statuses: Mapping[str, Mapping[str, Any]]) -> RenderableType:
+    """Each host's screen under a heading with its alias (``invoke status --host lab1,lab2``)."""
+    parts = [(Rule(alias, align="left"), render(status)) for alias, status in statuses.items()]
+    return Group(*(part for pair in parts for part in pair))
 
 
 def _slots_line(slots: list[dict[str, Any]], me: str | None) -> str:

@@ -1,18 +1,20 @@
 """What runs where, on one screen: live GPUs from NVML and every batch under ``runs/*/.batch``.
 
 `collect` gathers one JSON-ready dict, `render` (from `gafkd.experiments.screen`, re-exported here)
-turns it into a rich renderable, `watch` refreshes it until Ctrl-C. It reads only what is cheap, so
-it can refresh every few seconds: each batch's state.json and plan.json (cached by mtime), the
-last line of each running run's metrics.jsonl and the tail of health.jsonl. The on-disk format
-is the batch runner's (docs/experiments.md).
+turns it into a rich renderable, `watch` refreshes it until Ctrl-C; `show_hosts` does the same
+for lab hosts' statuses fetched by the caller (``invoke status --host``). It reads only what is
+cheap, so it can refresh every few seconds: each batch's state.json and plan.json (cached by
+mtime), the last line of each running run's metrics.jsonl and the tail of health.jsonl. The
+on-disk format is the batch runner's (docs/experiments.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,21 @@ from rich.live import Live
 from gafkd import rundir
 from gafkd.config import ConfigError
 from gafkd.experiments.batchdir import SLURM_FILE, read_plan_file, read_state_file
-from gafkd.experiments.screen import render
+from gafkd.experiments.screen import render, render_hosts
 from gafkd.gpu import Nvml, gpu_processes, nvml_session, sample
 from gafkd.gpu.healthlog import TAIL_BYTES, health_log, last_lines
 from gafkd.rundir import TIME_FORMAT
 
-__all__ = ["HEARTBEAT_STALE", "STATUSES", "TAIL_BYTES", "TIME_FORMAT", "collect", "render", "watch"]
+__all__ = [
+    "HEARTBEAT_STALE",
+    "STATUSES",
+    "TAIL_BYTES",
+    "TIME_FORMAT",
+    "collect",
+    "render",
+    "show_hosts",
+    "watch",
+]
 
 STATUSES = ("done", "running", "queued", "failed", "blocked", "cancelled")
 HEARTBEAT_STALE = 60.0  # seconds: a runner whose heartbeat is older does not count as running
@@ -336,5 +347,30 @@ def watch(
             while True:
                 time.sleep(interval)
                 live.update(render(collect(root, nvml, grid)), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+def show_hosts(
+    fetch: Callable[[], Mapping[str, Mapping[str, Any]]],
+    *,
+    as_json: bool,
+    watch: bool,
+    interval: float = 2.0,
+    console: Console | None = None,
+) -> None:
+    """Print lab hosts' statuses, ``{alias: status}`` from `fetch`: JSON, one screen, or the
+    screen redrawn every `interval` seconds until Ctrl-C."""
+    if as_json:
+        print(json.dumps(fetch(), indent=2))
+        return
+    if not watch:
+        (console or Console()).print(render_hosts(fetch()))
+        return
+    with Live(render_hosts(fetch()), console=console, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render_hosts(fetch()), refresh=True)
         except KeyboardInterrupt:
             return

@@ -171,8 +171,8 @@ def test_provision_applies_what_the_host_can_take_then_plans_nothing(testhost, c
         assert testhost.inside("systemctl", "is-enabled", unit).stdout.strip() == "masked"
     assert "IdleAction=ignore" in (testhost.root / DROP_IN).read_text()
     synced = testhost.root / LAB_DIR
-    ours = (ROOT / "tasks/provision.py").read_bytes()
-    assert (synced / "tasks/provision.py").read_bytes() == ours
+    ours = (ROOT / "tasks.py").read_bytes()
+    assert (synced / "tasks.py").read_bytes() == ours
     assert not (synced / ".venv").exists()
     assert not (synced / ".git").exists()
     assert not any((testhost.root / path.lstrip("/")).exists() for path in CONDA_PATHS)

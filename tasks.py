@@ -1,14 +1,21 @@
-"""Experiment tasks: train one run, launch a grid, watch status, aggregate results.
+"""Invoke tasks: the lab's entry points (``invoke --list``), thin in the manner of Invoke's own.
 
-Tasks only parse arguments, call one function in gafkd/, and print the result; ConfigError and
-TrainingError become one-line errors here. With ``--host`` the same tasks act on lab hosts over
-ssh (provisioning/remote.py), and ProvisionError becomes a one-line error too.
+Each task parses its options, calls one function in gafkd/ or provisioning/ and prints the
+result. ConfigError, TrainingError and ProvisionError become one ``error:`` line here
+(`user_errors`), and nowhere else. What a task needs beyond that lives in the packages:
+connecting hosts (provisioning.hosts), the runner's command line
+(gafkd.experiments.launch.launch_flags), requests to a host (provisioning.remote), screens
+(gafkd.experiments.screen and .status), the steps of provisioning and their report
+(provisioning.steps, provisioning.runner). gafkd is imported inside the tasks, so that
+``invoke --list`` and ``invoke provision`` load neither it nor torch (docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,21 +23,24 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
+from provisioning import hosts, remote, steps
+from provisioning.core import ProvisionError
+from provisioning.runner import fail_on_errors, print_report
+from provisioning.steps import ALL_STEPS, SLURM_STEPS
+
 if TYPE_CHECKING:
-    from provisioning.core import Connection
-    from provisioning.hosts import Host
+    from gafkd.experiments.launch import LaunchOptions
 
 SET_HELP = "override a config field or a grid axis, e.g. --set train.epochs=5 (repeatable)"
 ROOT_HELP = "the folder that holds runs/ (default: here)"
 HOST_HELP = "run it on this lab host (ssh alias under hosts: in invoke.yaml) instead of here"
-WATCH_SECONDS = 2.0
+HOSTS_HELP = "ssh alias under hosts: in invoke.yaml or in ~/.ssh/config, 'local', or 'lab1,lab2'"
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Bad input and failed runs end the task with one line, without a traceback."""
+    """Bad input, failed runs and host errors end the task with one line, no traceback."""
     from gafkd.config import ConfigError, TrainingError
-    from provisioning.core import ProvisionError
 
     try:
         yield
@@ -38,58 +48,26 @@ def user_errors() -> Iterator[None]:
         raise Exit(f"error: {error}", code=1) from None
 
 
-def connect_hosts(c: Context, names: str) -> list[tuple[Host, Connection]]:
-    """``--host lab`` or ``lab1,lab2`` -> (Host, open connection) pairs."""
-    from provisioning import hosts
-
-    chosen = hosts.select_hosts(names, c.config.get("hosts") or {}, Path.home() / ".ssh/config")
-    return [(host, hosts.connect(host)) for host in chosen]
+def configured(c: Context) -> dict[str, Any]:
+    """invoke.yaml's ``hosts:`` section."""
+    return c.config.get("hosts") or {}
 
 
-def connect_one(c: Context, name: str) -> tuple[Host, Connection]:
-    if "," in name:
-        raise Exit(f"error: --host {name!r} names several hosts; this task takes one", code=1)
-    return connect_hosts(c, name)[0]
+def launch_on_host(
+    c: Context, host: str, grid: str, options: LaunchOptions, *, dry: bool, foreground: bool
+) -> None:
+    """Glue of ``launch --host``: gafkd checks and words the options, provisioning.remote
+    syncs the code and sends them; nothing reaches the host before gafkd's checks."""
+    from gafkd import __version__
+    from gafkd.experiments import launch as launcher
+
+    launcher.check_for_host(options, foreground=foreground)
+    lab, connection = hosts.connect_one(host, configured(c))
+    flags = launcher.launch_flags(launcher.for_host(options, lab.alias, lab.backend, lab.slurm))
+    remote.launch(connection, lab, grid, flags, version=__version__, dry=dry, echo=print)
 
 
-def host_screen(statuses: dict[str, dict[str, Any]]) -> Any:
-    """Each host's status screen under a heading with its alias."""
-    from rich.console import Group
-    from rich.rule import Rule
-
-    from gafkd.experiments.screen import render
-
-    parts = [(Rule(alias, align="left"), render(status)) for alias, status in statuses.items()]
-    return Group(*(part for pair in parts for part in pair))
-
-
-def show_host_status(c: Context, names: str, grid: str, as_json: bool, watch: bool) -> None:
-    """Status of lab hosts: one `gafkd status --json` per host and refresh, on kept connections."""
-    import json as json_module
-    import time
-
-    from rich.console import Console
-    from rich.live import Live
-
-    from provisioning import remote
-
-    opened = connect_hosts(c, names)
-
-    def fetch() -> dict[str, dict[str, Any]]:
-        return {host.alias: remote.status(conn, host, grid or None) for host, conn in opened}
-
-    if as_json:
-        print(json_module.dumps(fetch(), indent=2))
-    elif not watch:
-        Console().print(host_screen(fetch()))
-    else:
-        with Live(host_screen(fetch()), auto_refresh=False) as live:
-            try:
-                while True:
-                    time.sleep(WATCH_SECONDS)
-                    live.update(host_screen(fetch()), refresh=True)
-            except KeyboardInterrupt:
-                pass
+# -- experiments: gafkd/ ---------------------------------------------------------------------
 
 
 @task(
@@ -147,46 +125,23 @@ def launch(
     rerun_changed: bool = False,
 ) -> None:
     """Run a whole experiment grid on this machine's GPUs (or CPU), detached and resumable."""
-    from gafkd import __version__
     from gafkd.experiments import launch as launcher
 
     with user_errors():
-        gpu_list = launcher.parse_gpus(gpus) if gpus else None
-        per_gpu_count = launcher.parse_count("--per-gpu", per_gpu) if per_gpu else None
-        if host:
-            if foreground:
-                raise Exit("error: --foreground stays here; with --host the runner detaches", 1)
-            from gafkd.config import check_override
-            from gafkd.experiments.slurm import check_host_settings
-            from provisioning import remote
-
-            for item in set or []:
-                check_override(item)  # before anything is synced or runs on the host
-            lab, connection = connect_one(c, host)
-            backend = backend or lab.backend
-            if backend == "slurm":  # before anything is synced or runs on the host
-                check_host_settings(lab.alias, lab.slurm)
-            sets = [*(lab.slurm if backend == "slurm" else ()), *(set or [])]  # --set wins
-            options = [f"--set={item}" for item in sets] + [f"--retries={retries}"]
-            options += [f"--per-gpu={per_gpu}"] * bool(per_gpu) + [f"--gpus={gpus}"] * bool(gpus)
-            options += ["--resume"] * resume + [f"--backend={backend}"] * (backend == "slurm")
-            options += ["--on-reboot"] * on_reboot + ["--rerun-changed"] * rerun_changed
-            remote.launch(connection, lab, grid, options, version=__version__, dry=dry, echo=print)
-            return
-        launcher.launch(
-            grid,
+        options = launcher.parse_options(
             set or [],
-            Path(root),
-            dry=dry,
-            foreground=foreground,
-            resume=resume,
-            per_gpu=per_gpu_count,
-            gpus=gpu_list,
             retries=retries,
-            backend=backend or "local",
+            per_gpu=per_gpu,
+            gpus=gpus,
+            resume=resume,
+            backend=backend,
             on_reboot=on_reboot,
             rerun_changed=rerun_changed,
         )
+        if host:
+            launch_on_host(c, host, grid, options, dry=dry, foreground=foreground)
+        else:
+            launcher.launch_with(grid, Path(root), options, dry=dry, foreground=foreground)
 
 
 @task(
@@ -209,14 +164,16 @@ def status(
     """GPUs, their health and other users' processes, and each batch's progress, on one screen."""
     from gafkd.cli import show_status
     from gafkd.experiments.batchdir import check_grid_name
+    from gafkd.experiments.status import show_hosts
 
     with user_errors():
         if grid:
             check_grid_name(grid)
-        if host:
-            show_host_status(c, host, grid, json, watch)
+        if not host:
+            show_status(Path(root), grid or None, as_json=json, watch=watch)
             return
-        show_status(Path(root), grid or None, as_json=json, watch=watch)
+        opened = hosts.connect_hosts(host, configured(c))
+        show_hosts(lambda: remote.statuses(opened, grid or None), as_json=json, watch=watch)
 
 
 @task(
@@ -235,14 +192,11 @@ def results(c: Context, grid: str, reference: str = "", root: str = ".", host: s
 
     with user_errors():
         check_grid_name(grid)
-        chosen = LAB_REFERENCE if reference == "lab" else reference or None
         local = Path(root)
         if host:
-            from provisioning import remote
-
-            lab, connection = connect_one(c, host)
+            lab, connection = hosts.connect_one(host, configured(c))
             local = remote.results(connection, lab, grid, local / ".hosts" / lab.alias)
-        print_results(local, grid, chosen)
+        print_results(local, grid, LAB_REFERENCE if reference == "lab" else reference or None)
 
 
 @task(
@@ -260,14 +214,11 @@ def cancel(c: Context, grid: str, run: str = "", root: str = ".", host: str = ""
 
     with user_errors():
         check_grid_name(grid)
-        if host:
-            from provisioning import remote
-
-            lab, connection = connect_one(c, host)
-            args = ("cancel", grid, *(("--run", run) if run else ()))
-            print(remote.gafkd(connection, lab, *args, what="gafkd cancel").stdout, end="")
+        if not host:
+            cancel_runs(Path(root), grid, run or None)
             return
-        cancel_runs(Path(root), grid, run or None)
+        lab, connection = hosts.connect_one(host, configured(c))
+        print(remote.cancel(connection, lab, grid, run or None), end="")
 
 
 @task(
@@ -290,11 +241,78 @@ def logs(
     with user_errors():
         if grid:
             check_grid_name(grid)
-        if host:
-            from provisioning import remote
-
-            lab, connection = connect_one(c, host)
-            args = ("logs", run, *(("--grid", grid) if grid else ()), *(("--follow",) * follow))
-            remote.gafkd(connection, lab, *args, stream=True, what="gafkd logs")
+        if not host:
+            show_log(Path(root), run, grid or None, follow=follow)
             return
-        show_log(Path(root), run, grid or None, follow=follow)
+        lab, connection = hosts.connect_one(host, configured(c))
+        remote.logs(connection, lab, run, grid or None, follow=follow)
+
+
+# -- provisioning: provisioning/ -------------------------------------------------------------
+
+
+@task(
+    help={
+        "host": HOSTS_HELP,
+        "dry": "print the plan and change nothing (later steps' plans may then be incomplete)",
+        "only": f"run this one step: {', '.join(ALL_STEPS)}",
+        "slurm": f"also set up Slurm (the first host is the controller): {', '.join(SLURM_STEPS)}",
+        "json": "print the summary as JSON on stdout (progress lines go to stderr)",
+        "ask_sudo_password": "prompt for the sudo password (default: passwordless sudo, or "
+        "the sudo.password config / INVOKE_SUDO_PASSWORD)",
+        "move_conda": "consent to a fresh conda install at conda_prefix when one is found "
+        "elsewhere (default: adopt that one in place; the old one is never deleted)",
+    }
+)
+def provision(
+    c: Context,
+    host: str,
+    dry: bool = False,
+    only: str = "",
+    json: bool = False,
+    ask_sudo_password: bool = False,
+    move_conda: bool = False,
+    slurm: bool = False,
+) -> None:
+    """Check, then change, lab hosts: GPU, group, shared conda, envs, no suspend, code synced."""
+    echo = partial(print, file=sys.stderr if json else sys.stdout, flush=True)
+    with user_errors():
+        names = steps.choose_steps(only, slurm)
+        outcomes = steps.run_steps(
+            host,
+            configured(c),
+            names,
+            dry=dry,
+            echo=echo,
+            ask_password=ask_sudo_password,
+            sudo_password=c.config.sudo.password,
+            move_conda=move_conda,
+        )
+        print_report(outcomes, as_json=json, dry=dry)
+        fail_on_errors(outcomes)
+
+
+@task(help={"host": HOSTS_HELP})
+def doctor(c: Context, host: str) -> None:
+    """Explain the GPU stack of a host: driver, CUDA, cuDNN and the envs' torch (read-only)."""
+    with user_errors():
+        password = c.config.sudo.password
+        outcomes = steps.run_steps(
+            host, configured(c), ["gpu"], dry=True, echo=print, sudo_password=password
+        )
+        fail_on_errors(outcomes)
+
+
+@task(
+    help={
+        "host": HOSTS_HELP,
+        "dry": "print what would be copied and change nothing",
+        "json": "print the summary as JSON on stdout (progress lines go to stderr)",
+        "ask_sudo_password": "prompt for the sudo password (needed only to create the lab folder)",
+    }
+)
+def sync(
+    c: Context, host: str, dry: bool = False, json: bool = False, ask_sudo_password: bool = False
+) -> None:
+    """Copy this checkout into the lab folder on a host (rsync, else SFTP); deletes nothing."""
+    provision(c, host, dry=dry, only="sync", json=json, ask_sudo_password=ask_sudo_password)
