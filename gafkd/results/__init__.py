@@ -2,7 +2,8 @@
 
 `rows` holds the vocabulary (``RunRow`` per run, ``GroupRow`` per config, the ``METRICS`` and
 what they mean); `reference` reads earlier numbers (``load_reference``, the lab's own
-``LAB_REFERENCE``, shipped beside it as ``reference_lab.toml``) and matches them to configs
+``LAB_REFERENCE``, shipped beside it as ``reference_lab.toml``, and ``WANG_OATES_REFERENCE``,
+both named in ``SHIPPED_REFERENCES``) and matches them to configs
 (``match_reference``, ``header``); `tables` collects a grid's runs (``collect``), aggregates them
 over seeds (``aggregate``) and writes results.md, results.csv and the figures (``markdown``,
 ``to_csv``, ``write_all``, ``FIGURES``); `curves` computes the data behind each figure
@@ -31,6 +32,8 @@ from gafkd.results.curves import (
 from gafkd.results.figure import draw_alpha, draw_epochs, draw_points, plot
 from gafkd.results.reference import (
     LAB_REFERENCE,
+    SHIPPED_REFERENCES,
+    WANG_OATES_REFERENCE,
     Reference,
     ReferenceRow,
     header,
@@ -56,7 +59,9 @@ __all__ = [
     "LAB_REFERENCE",
     "METRICS",
     "REPORTS",
+    "SHIPPED_REFERENCES",
     "STD_NOTE",
+    "WANG_OATES_REFERENCE",
     "AlphaLine",
     "AlphaPanel",
     "AxisRange",

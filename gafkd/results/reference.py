@@ -2,8 +2,10 @@
 
 A reference file (TOML, see `load_reference` and docs/results.md) lists rows, each matched to
 one config of a grid by its group id or by stage + axis values (`match_reference`). The lab's
-own notes ship as `LAB_REFERENCE`. Reading the file is the only effect; matching is pure.
-`header` says what the numbers are: which accuracy, the std convention, and the reference's.
+own notes ship as `LAB_REFERENCE`, and what we have of Wang & Oates' table as
+`WANG_OATES_REFERENCE`; `load_reference` takes either by name (`SHIPPED_REFERENCES`). Reading
+the file is the only effect; matching is pure. `header` says what the numbers are: which
+accuracy, the std convention, and the reference's.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from gafkd.config import ConfigError, read_toml
 from gafkd.results.rows import DESCRIPTIONS, REPORTS, STD_NOTE, AxisValue, GroupRow, axis_text
 
 LAB_REFERENCE = Path(__file__).parent / "reference_lab.toml"
+WANG_OATES_REFERENCE = Path(__file__).parent / "reference_wang_oates.toml"
+SHIPPED_REFERENCES = {"lab": LAB_REFERENCE, "wang_oates": WANG_OATES_REFERENCE}  # by name
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ def load_reference(path: Path | str) -> Reference:
 
     Each row has ``mean`` (%), optional ``std`` and ``n``, an optional ``label``, and either
     ``group`` (an exact group id) or ``match`` (``stage`` plus axis values). Any mistake raises
-    ConfigError naming the file and the row.
+    ConfigError naming the file and the row. A shipped reference can be named instead of a path
+    (`SHIPPED_REFERENCES`: ``lab``, ``wang_oates``).
     """
-    path = Path(path)
+    path = SHIPPED_REFERENCES.get(str(path), Path(path))
     table = read_toml(path, "reference file")
 
     def fail(where: str, problem: str) -> ConfigError:

@@ -35,7 +35,7 @@ def test_defaults_are_the_labs_protocol() -> None:
         ({"train": {"epochs": True}}, "'train.epochs' is True (bool); expected int"),
         ({"train": {"epochs": 0}}, "train.epochs must be >= 1"),
         ({"train": {"alpha": 1.5}}, "train.alpha must be in [0, 1]"),
-        ({"imaging": {"layout": "gadf"}}, "'imaging.layout' is 'gadf'; expected one of"),
+        ({"imaging": {"layout": "rp"}}, "'imaging.layout' is 'rp'; expected one of"),
         ({"imaging": {"sample_range": [0, 1, 2]}}, "'imaging.sample_range': expected 2 values"),
         ({"teachers": {"audio": {"run": "x"}}}, "'teachers.audio' is 'audio'"),
         ({"teachers": {"image": {}}}, "give exactly one of run"),

@@ -438,8 +438,10 @@ def test_basic_motions_has_80_windows_each_its_own_subject() -> None:
 
 def test_load_dataset_dispatches_and_rejects_bad_arguments(tmp_path: Path) -> None:
     assert load_dataset("watch", window=200, stride=200).length == 200
-    with pytest.raises(ConfigError, match=r"unknown data source 'ucr'.*'geneactiv'"):
-        load_dataset("ucr")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"unknown data source 'mnist'.*'geneactiv'"):
+        load_dataset("mnist")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"'ucr' needs data.path .* or data.name"):
+        load_dataset("ucr")
     with pytest.raises(ConfigError, match=r"'npz' needs a path"):
         load_dataset("npz")
     with pytest.raises(ConfigError, match=r"does not use \['classes'\]"):

@@ -17,7 +17,7 @@ from gafkd.experiments.runner import Slots
 
 
 def test_shipped_grids_expand_to_the_labs_experiments() -> None:
-    assert set(shipped_grids()) == {"gaf_teachers", "kd_gaf", "kd_alpha"}
+    assert set(shipped_grids()) == {"gaf_teachers", "kd_gaf", "kd_alpha", "imaging_ucr"}
     teachers = expand(load_grid("gaf_teachers"))
     assert len(teachers) == 4 * 4 * 3  # datasets x models x seeds
     kd_gaf = expand(load_grid("kd_gaf"))
@@ -83,6 +83,7 @@ def test_dataset_preset_sets_data_and_imaging() -> None:
         ("kd_alpha", ["dataset=mnist"], "unknown dataset 'mnist'"),
         ("kd_alpha", [], "data.path is empty"),
         ("kd_alpha", ["data.path=no/such/folder"], "dataset path no/such/folder does not exist"),
+        ("imaging_ucr", ["data.path=no/such/set"], "dataset path no/such/set does not exist"),
     ],
 )
 def test_bad_launch_input_fails_before_anything_runs(

