@@ -7,7 +7,7 @@ Layout of one run::
     <run_dir>/checkpoint.pt    model, optimiser, epoch and history; rewritten every epoch
     <run_dir>/checkpoint.prev.pt  the epoch before's, kept in case checkpoint.pt is damaged
     <run_dir>/model.pt         final weights, what teachers and annealing load
-    <run_dir>/result.json      accuracies and provenance (`gafkd.run.provenance`); its presence means the run is done
+    <run_dir>/result.json      accuracies and provenance; its presence means the run is done
     <run_dir>/error.txt        why the run stopped, when it failed
     <run_dir>/logits/<key>.pt  cached outputs of this model when used as a frozen teacher
 
