@@ -3,6 +3,10 @@
 One run is one `RunConfig`. A TOML file holds its tables (`[data]`, `[imaging]`, `[student]`,
 `[train]`, `[teachers.<role>]`) and any field can be overridden with ``--set key=value``.
 Unknown keys and values of the wrong type raise `ConfigError` naming the key.
+
+Longer than most modules (about 490 lines) on purpose: it is the one schema of a run, its
+dataclasses, how they load from TOML and ``--set``, and the checks that name a key; the checks
+need the dataclasses and the loader needs the checks, so split apart they would import each other.
 """
 
 from __future__ import annotations
