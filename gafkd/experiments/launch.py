@@ -45,9 +45,12 @@ MEMORY_PER_RUN = 3 * GIB  # a WRN run with data and images on the GPU, with room
 def parse_gpus(text: str) -> list[int]:
     """``--gpus 0,2`` -> [0, 2]."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        gpus = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"--gpus takes GPU indices like 0,1; got {text!r}") from None
+    if not gpus:  # planned as no GPU here, the runner would have taken every GPU
+        raise ConfigError(f"--gpus {text!r} names no GPU; give indices like 0,1, or leave it out")
+    return gpus
 
 
 def parse_count(option: str, text: str) -> int:
