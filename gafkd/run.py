@@ -8,7 +8,12 @@ is trained first when its own run is not done.
 from __future__ import annotations
 
 import hashlib
+import os
+import platform
+import socket
+import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import gafkd
 from gafkd import data, imaging, memory, models, rundir, train
 from gafkd.config import HOW_KEYS, ConfigError, RunConfig, load_config, split_mode, to_dict
 from gafkd.data import Split, hold_out, split_by_subject, standardize
@@ -74,7 +80,7 @@ def _train_locked(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         "finished": rundir.timestamp(),
         "process_seconds": round(time.time() - started, 3),
         "standardization": {"mean": list(split.channel_mean), "std": list(split.channel_std)},
-        "provenance": dict(rundir.provenance(device, config.seed)),
+        "provenance": dict(provenance(device, config.seed)),
     }
     rundir.save_json(result, run_dir / rundir.RESULT)
     print(
@@ -102,6 +108,14 @@ def load_split(config: RunConfig) -> Split:
         "npz": {"path": cfg.path or None},
         "watch": {"window": cfg.window, "stride": cfg.stride or max(cfg.window // 2, 1)},
         "basic_motions": {},
+        "pamap2": {
+            "path": cfg.path or None,
+            "window": cfg.window,
+            "stride": cfg.stride or max(cfg.window // 2, 1),
+            "channels": cfg.channels or None,
+            "max_gap": cfg.max_gap,
+            "downsample": cfg.downsample,
+        },
     }
     ucr: dict[str, Any] = {"name": cfg.name or None, "unequal": cfg.unequal, "missing": cfg.missing}
     if split_mode(cfg) == "archive":  # the archive's own train/test; val from its train part
@@ -284,3 +298,60 @@ def _diff(a: RunConfig, b: RunConfig, table: str) -> str:
     left, right = to_dict(a)[table], to_dict(b)[table]
     keys = [k for k in right if left.get(k) != right[k]]
     return ", ".join(f"{table}.{k}: {left.get(k)!r} vs {right[k]!r}" for k in keys)
+
+
+def provenance(device: torch.device, seed: int) -> Mapping[str, Any]:
+    """Where and with what a run was computed."""
+    return {
+        "gafkd_version": gafkd.__version__,
+        "git_commit": _git_commit(),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": _cudnn_version(),
+        "device": str(device),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "device_name": (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+        ),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "seed": seed,
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _cudnn_version() -> int | None:
+    cudnn = torch.backends.cudnn
+    if not cudnn.is_available():  # type: ignore[no-untyped-call]
+        return None
+    version: int = cudnn.version()  # type: ignore[no-untyped-call]
+    return version
+
+
+def _git_commit() -> str | None:
+    """The commit of the gafkd source tree, with "-dirty" when it has local changes."""
+    root = Path(gafkd.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
+        if commit.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

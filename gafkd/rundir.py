@@ -21,23 +21,16 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import platform
 import secrets
 import socket
-import subprocess
 import sys
 import time
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
-if TYPE_CHECKING:
-    import torch  # imported where it is used: status and launch stay torch-free
-
-
-import gafkd
 from gafkd.config import ConfigError, RunConfig, dump_toml, to_dict
 
 CONFIG = "config.toml"
@@ -365,64 +358,3 @@ def _short(error: BaseException) -> str:
 def write_error(run_dir: Path, message: str) -> None:
     with atomic_open(run_dir / ERROR) as handle:
         handle.write(message.rstrip() + "\n")
-
-
-def provenance(device: torch.device, seed: int) -> Mapping[str, Any]:
-    """Where and with what a run was computed."""
-    import torch
-
-    return {
-        "gafkd_version": gafkd.__version__,
-        "git_commit": _git_commit(),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": _cudnn_version(),
-        "device": str(device),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "device_name": (
-            torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
-        ),
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "seed": seed,
-    }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cudnn_version() -> int | None:
-    import torch
-
-    cudnn = torch.backends.cudnn
-    if not cudnn.is_available():  # type: ignore[no-untyped-call]
-        return None
-    version: int = cudnn.version()  # type: ignore[no-untyped-call]
-    return version
-
-
-def _git_commit() -> str | None:
-    """The commit of the gafkd source tree, with "-dirty" when it has local changes."""
-    root = Path(gafkd.__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")

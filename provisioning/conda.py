@@ -11,6 +11,10 @@ adopted in place; conda installs cannot be relocated (their scripts hold absolut
 ``--move-conda`` installs a fresh one at the prefix and leaves the old one for the admin to
 delete. The per-user envs are in :mod:`provisioning.envs`. Reference: gpu-stack.md §9; undo:
 docs/provisioning.md.
+
+Longer than most modules (about 440 lines): the install, its permissions, `.condarc` and login
+hook are one security boundary, and its reads and checks are kept beside the steps that rely
+on them so that a reviewer sees every path root sources in one file.
 """
 
 from __future__ import annotations

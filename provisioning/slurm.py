@@ -9,6 +9,9 @@ the GPUs NVML reports, and are the same file on every host.
 The steps need facts from the other hosts, so `run_cluster` runs them step by step: before each
 step it reads the cluster (`read_cluster`), runs the step on the controller, reads again, then
 runs it on the other hosts in parallel. Undo: docs/provisioning.md, "Slurm".
+
+The files' texts are in `provisioning.slurm_conf`, the reads in `provisioning.slurm_facts`;
+this module (about 410 lines) holds the steps, which are one ordered sequence.
 """
 
 from __future__ import annotations

@@ -140,6 +140,8 @@ def test_a_control_character_in_a_set_for_a_host_is_refused_before_connecting(
     ("task", "options", "message"),
     [
         ("launch", {"gpus": "x"}, "error: --gpus takes GPU indices like 0,1; got 'x'"),
+        ("launch", {"gpus": ","}, "error: --gpus ',' names no GPU; give indices like 0,1"),
+        ("launch", {"backend": "k8s", "host": "lab"}, "error: backend 'k8s' is unknown"),
         ("launch", {"gpus": "0,x", "host": "lab"}, "error: --gpus takes GPU indices like 0,1"),
         ("launch", {"per_gpu": "0"}, "error: --per-gpu takes a whole number of at least 1"),
         ("launch", {"per_gpu": "two", "host": "lab"}, "error: --per-gpu takes a whole number"),

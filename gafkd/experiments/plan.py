@@ -27,7 +27,8 @@ def plan_grid(grid_name: str, overrides: Sequence[str], root: Path) -> list[Plan
     runs = expand(load_grid(grid_name), overrides)
     for run in runs:
         data = run.config["data"]
-        if data["source"] in ("geneactiv", "npz") or (data["source"] == "ucr" and data["path"]):
+        needs_path = data["source"] in ("geneactiv", "npz", "pamap2")
+        if needs_path or (data["source"] == "ucr" and data["path"]):
             if not data["path"]:
                 raise ConfigError(
                     f"run {run.id} reads {data['source']} data but data.path is empty; "

@@ -166,6 +166,19 @@ def train_on_mat(root: Path) -> list[str]:
     return ["train", str(train_config(root, TEACHER_ID, **data, classes=14))]
 
 
+def train_on_pamap2(root: Path) -> list[str]:
+    """A Protocol folder whose second file ends in a truncated line, as a copy cut short."""
+    not_done(root)
+    folder = root.parent / "Protocol"
+    folder.mkdir()
+    rows = [" ".join([f"{5 + i / 100:.2f}", "1", "NaN", *["1.5"] * 51]) for i in range(41)]
+    for subject in (101, 102):
+        (folder / f"subject{subject}.dat").write_text("\n".join(rows) + "\n")
+    truncated(folder / "subject102.dat")
+    data = {"source": "pamap2", "path": str(folder), "window": 8}
+    return ["train", str(train_config(root, TEACHER_ID, **data))]
+
+
 COMMANDS: dict[str, Callable[[Path], list[str]]] = {
     "launch": lambda root: ["launch", str(root.parent / "tiny.toml"), "--root", str(root)],
     "launch --resume": lambda root: ["launch", "tiny", "--resume", "--root", str(root)],
@@ -231,6 +244,7 @@ CASES = [
     ),
     Case("data.npz", None, "train", fix="write or copy it again", setup=train_on_damaged_npz),
     Case("ID-1_CLASS-7_Window-1.mat", None, "train", fix="copy or export it", setup=train_on_mat),
+    Case("subject102.dat", None, "train", fix="download or copy it again", setup=train_on_pamap2),
 ]
 
 

@@ -119,6 +119,14 @@ def test_gpu_index_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
         launch("kd_alpha", ["dataset=watch"], tmp_path, dry=True, gpus=[7])
 
 
+def test_an_empty_gpu_list_is_an_error_not_the_cpu_here_and_every_gpu_in_the_runner(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"^--gpus names no GPU"):
+        launch("kd_alpha", ["dataset=watch"], tmp_path, gpus=[])
+    assert not (tmp_path / "runs").exists()
+
+
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     out = io.StringIO()
     launch("kd_alpha", ["dataset=watch", "train.epochs=2"], tmp_path, dry=True, out=out)

@@ -47,7 +47,7 @@ def read_back(flags: list[str]) -> LaunchOptions:
             replace(LaunchOptions(), **{name: getattr(EVERY_OPTION, name)})
             for name in LaunchOptions.__dataclass_fields__
         ),
-        replace(EVERY_OPTION, gpus=(), backend="local", retries=0),
+        replace(EVERY_OPTION, gpus=None, backend="local", retries=0),
     ],
 )
 def test_every_launch_option_survives_the_round_trip_through_the_cli(
