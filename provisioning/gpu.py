@@ -3,6 +3,11 @@
 PyTorch wheels bundle their own CUDA runtime and cuDNN, so only the host's NVIDIA driver must be
 recent enough for the wheel's CUDA version; a system toolkit or cuDNN is used only to build
 extensions (reference/gpu-stack.md §3.2). This module never installs or changes a driver.
+
+Longer than most modules (about 620 lines): the release tables with their sources, the one
+rule of whether a wheel runs on a host (`wheel_fit`) and the two that apply it, the envs' wheel
+choice (`choose_wheel`) and doctor's verdict (`explain`), are kept in one file so that they
+cannot drift apart. The tables and `wheel_fit` are the part to move out first if it grows.
 """
 
 from __future__ import annotations
