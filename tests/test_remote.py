@@ -179,7 +179,10 @@ def test_launch_dry_on_a_synced_host_prints_the_plan_and_starts_nothing(
             "dataset path /nope does not exist",
         ),
         (("logs", "nope/run", "--host", "testhost"), "no run 'nope/run'"),
-        (("cancel", "--grid", "kd_alpha", "--run", "nope", "--host", "testhost"), "no run 'nope'"),
+        (  # a grid this module never launches: the case holds whatever ran before it
+            ("cancel", "--grid", "kd_gaf", "--run", "nope", "--host", "testhost"),
+            "no batch of grid 'kd_gaf'",
+        ),
     ],
 )
 def test_a_bad_input_is_one_error_before_anything_runs(
