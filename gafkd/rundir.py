@@ -194,14 +194,7 @@ def read_metrics(run_dir: Path, fix: str) -> list[dict[str, Any]]:
     the file, the line and `fix`. A missing file raises FileNotFoundError.
     """
     path = run_dir / METRICS
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        raise UnreadableFile(
-            f"{path} cannot be read ({error.strerror}); check its owner and mode (ls -l)"
-        ) from None
+    data = read_bytes(path)
     lines = data.splitlines()
     if not lines:
         raise damaged(path, "empty", fix)
@@ -303,18 +296,24 @@ def damaged(path: Path, problem: str, fix: str) -> UnreadableFile:
     return UnreadableFile(f"{path} is damaged ({problem}); {fix}")
 
 
-def read_json(path: Path, fix: str, expect: type = dict) -> Any:
-    """A JSON file gafkd wrote, holding an `expect` (an object or a list); a damaged one is a
-    ConfigError naming the file, what is wrong and `fix`. A missing file raises FileNotFoundError.
-    """
+def read_bytes(path: Path) -> bytes:
+    """A file's bytes; one it may not read is an UnreadableFile naming it (a missing one still
+    raises FileNotFoundError, which callers answer in their own words)."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise
     except OSError as error:
         raise UnreadableFile(
             f"{path} cannot be read ({error.strerror}); check its owner and mode (ls -l)"
         ) from None
+
+
+def read_json(path: Path, fix: str, expect: type = dict) -> Any:
+    """A JSON file gafkd wrote, holding an `expect` (an object or a list); a damaged one is a
+    ConfigError naming the file, what is wrong and `fix`. A missing file raises FileNotFoundError.
+    """
+    data = read_bytes(path)
     try:
         text = data.decode()
     except UnicodeDecodeError:
